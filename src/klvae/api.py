@@ -1,0 +1,90 @@
+"""The Python API: fit, evaluate and load, mirroring ``klvae train / evaluate``."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+from klvae.callbacks import Pictures, RunDirectory
+from klvae.config import TrainConfig
+from klvae.data import load_dataset
+from klvae.errors import KlvaeError
+from klvae.evaluation import evaluate
+from klvae.models import ModelSpec, build_model
+from klvae.nets import pick_net
+from klvae.run import CONFIG, METRICS, SPEC, WEIGHTS, load, save_config
+from klvae.training import VAETask, build_trainer, loader, resolve_likelihood
+
+__all__ = ["evaluate", "fit", "load"]
+
+
+def as_config(config: TrainConfig | dict[str, Any] | str | Path) -> TrainConfig:
+    if isinstance(config, TrainConfig):
+        config.validate()
+        return config
+    if isinstance(config, dict):
+        return TrainConfig.from_dict(config)
+    return TrainConfig.from_yaml(config)
+
+
+def _is_primary_process() -> bool:
+    """False in the extra processes that Lightning's DDP launcher starts for ranks > 0."""
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+
+
+def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> Path | None:
+    """Check the output directory; returns the checkpoint to resume from, if any."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if resume:
+        if not last.is_file():
+            raise KlvaeError(f"cannot resume: {last} not found; train into {run_dir} first, or drop --resume")
+        return last
+    held = [n for n in (CONFIG, WEIGHTS, SPEC, METRICS, "checkpoints") if (run_dir / n).exists()]
+    if held and _is_primary_process():
+        if not overwrite:
+            raise KlvaeError(
+                f"{run_dir} already holds a run ({', '.join(held)}); pass --resume to continue it, "
+                "--overwrite to replace it, or choose another --out"
+            )
+        for name in held:
+            path = run_dir / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    return None
+
+
+def fit(config: TrainConfig | dict[str, Any] | str | Path, overwrite: bool = False,
+        callbacks: list[L.Callback] | None = None) -> Path:
+    """Train a model as ``config`` says (a TrainConfig, a dict or a YAML path) into ``config.out``;
+    returns the run directory. ``callbacks`` are extra Lightning callbacks."""
+    config = as_config(config)
+    run_dir = Path(config.out)
+    ckpt = prepare_run_dir(run_dir, config.resume, overwrite)
+    L.seed_everything(config.seed, verbose=False)
+    data = load_dataset(config.data, config.data_dir, config.binarize, config.val_fraction, config.seed,
+                        download=config.download)
+    spec = ModelSpec(
+        event_shape=list(data.event_shape), latent_dim=config.latent_dim, hidden=list(config.hidden),
+        net=pick_net(tuple(data.event_shape), config.net), activation=config.activation,
+        likelihood=resolve_likelihood(config.likelihood, data), decoder_scale=config.decoder_scale,
+        min_scale=config.min_scale, model=config.model,
+    )
+    try:
+        model = build_model(spec)
+    except ValueError as err:
+        raise KlvaeError(f"{err}; use --net mlp") from None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if _is_primary_process():
+        save_config(run_dir, config)
+    task = VAETask(model, config, dynamic_binarization=data.binarize == "dynamic")
+    callbacks = [RunDirectory(run_dir, spec, resume=ckpt is not None), Pictures(run_dir, data.test, config.seed),
+                 *(callbacks or [])]
+    trainer = build_trainer(config, run_dir, callbacks)
+    trainer.fit(task, loader(data.train, config.batch_size, shuffle=True),
+                loader(data.val, config.batch_size, shuffle=False), ckpt_path=ckpt)
+    return run_dir

@@ -1,0 +1,210 @@
+"""The ``klvae`` command: parses, calls the library, prints. User errors exit with code 2 and one
+line on stderr; ``--debug`` shows the traceback instead."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+
+from klvae.config import TrainConfig
+from klvae.errors import KlvaeError
+
+BOOL_FLAGS = {"resume", "download", "progress"}
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line instead of usage + message
+        self.exit(2, f"klvae: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _train_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a model into a run directory")
+    p.add_argument("--config", help="YAML file of options; flags given here override it")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.name in BOOL_FLAGS:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
+        elif f.name == "hidden":
+            p.add_argument(flag, nargs="+", default=argparse.SUPPRESS, metavar="WIDTH",
+                           help="hidden layer widths, e.g. --hidden 512 512")
+        else:
+            p.add_argument(flag, default=argparse.SUPPRESS, metavar=f.name.upper(),
+                           help=f"default: {f.default}")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="klvae", description="Variational autoencoders with the KL term in view.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    _train_parser(sub)
+
+    p = sub.add_parser("evaluate", help="test ELBO, KL, active units and IWAE NLL of a run")
+    p.add_argument("run")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--iwae-k", type=int, default=1000, help="importance samples (papers use 5000)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = sub.add_parser("sample", help="a grid of decoder means from prior samples")
+    p.add_argument("run")
+    p.add_argument("-n", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+
+    p = sub.add_parser("interpolate", help="morph data point A into B through latent space")
+    p.add_argument("run")
+    p.add_argument("--a", type=int, required=True)
+    p.add_argument("--b", type=int, required=True)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--slerp", action="store_true", help="spherical instead of linear")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--out", required=True)
+
+    p = sub.add_parser("reconstruct", help="inputs above, reconstructions below")
+    p.add_argument("run")
+    p.add_argument("-n", type=int, default=16)
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--out", required=True)
+
+    p = sub.add_parser("report", help="write report.html of a run")
+    p.add_argument("run")
+
+    sub.add_parser("datasets", help="the datasets klvae can load")
+    sub.add_parser("models", help="the models klvae can train")
+    return parser
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from klvae.api import fit
+    from klvae.run import load_config
+
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    if args.config:
+        config = TrainConfig.from_yaml(args.config, **given)
+    elif given.get("resume") and "out" in given:  # continue the stored run; flags override it
+        stored = load_config(given["out"]) if _has_config(given["out"]) else TrainConfig()
+        config = TrainConfig.from_dict({**stored.to_dict(), **given})
+    else:
+        config = TrainConfig.from_dict(given)
+    run_dir = fit(config, overwrite=args.overwrite)
+    from klvae.run import read_metrics
+
+    rows = read_metrics(run_dir)
+    last = rows[-1] if rows else {}
+    best = max((r["val_elbo"] for r in rows), default=float("nan"))
+    print(f"trained {config.model} on {config.data} into {run_dir}: {len(rows)} epochs, best val ELBO "
+          f"{best:.3f} nats, val KL {last.get('val_kl', float('nan')):.3f} nats, active units "
+          f"{int(last.get('active_units', 0))}/{config.latent_dim}")
+
+
+def _has_config(run_dir: str) -> bool:
+    from pathlib import Path
+
+    return (Path(run_dir) / "config.yaml").is_file()
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from klvae.evaluation import evaluate
+
+    r = evaluate(args.run, args.split, args.iwae_k, args.batch_size, args.seed, args.data_dir)
+    if args.json:
+        print(json.dumps(r))
+        return
+    print(f"{args.run} on {r['split']} (n={r['n']}), nats per data point:")
+    print(f"  ELBO            {r['elbo']:10.3f}")
+    print(f"  reconstruction  {r['recon']:10.3f}")
+    print(f"  KL              {r['kl']:10.3f}")
+    print(f"  NLL (IWAE, K={r['iwae_k']}) {r['nll_iwae']:8.3f}")
+    print(f"  active units    {r['active_units']:10d}")
+
+
+def _run_data(args: argparse.Namespace):
+    from klvae.evaluation.likelihood import split_data
+    from klvae.run import load, load_config
+
+    model = load(args.run)
+    return model, split_data(load_config(args.run), args.split, args.data_dir)
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    import torch
+
+    from klvae.generation import sample
+    from klvae.report.plots import save_grid
+    from klvae.run import load
+
+    model = load(args.run)
+    x = sample(model, args.n, torch.Generator().manual_seed(args.seed))
+    print(f"wrote {save_grid(args.out, x)}")
+
+
+def cmd_interpolate(args: argparse.Namespace) -> None:
+    from klvae.generation import interpolate
+    from klvae.report.plots import save_grid
+
+    model, x = _run_data(args)
+    for name in ("a", "b"):
+        i = getattr(args, name)
+        if not 0 <= i < len(x):
+            raise KlvaeError(f"--{name} {i} is out of range; the {args.split} split has {len(x)} points (0..{len(x) - 1})")
+    path = interpolate(model, x[args.a], x[args.b], args.steps, spherical=args.slerp)
+    print(f"wrote {save_grid(args.out, path, rows=1)}")
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> None:
+    import torch
+
+    from klvae.generation import reconstruct
+    from klvae.report.plots import save_grid
+
+    if args.n < 1:
+        raise KlvaeError(f"-n must be a positive integer; got {args.n}")
+    model, x = _run_data(args)
+    x = x[: args.n]
+    print(f"wrote {save_grid(args.out, torch.cat([x, reconstruct(model, x)]), rows=2)}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from klvae.report.html import write_report
+
+    print(f"wrote {write_report(args.run)}")
+
+
+def cmd_datasets(args: argparse.Namespace) -> None:
+    from klvae.data import list_datasets
+
+    for name, description in list_datasets():
+        print(f"{name:16s} {description}")
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    from klvae.models import MODELS
+
+    for name, description in MODELS.items():
+        print(f"{name:16s} {description}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    if debug:
+        argv.remove("--debug")
+    args = build_parser().parse_args(argv)
+    try:
+        globals()[f"cmd_{args.command}"](args)
+    except KlvaeError as err:
+        if debug:
+            raise
+        print(f"klvae: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

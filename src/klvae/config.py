@@ -1,0 +1,179 @@
+"""The training configuration: one typed dataclass, validated once, read from YAML or flags."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from klvae.errors import KlvaeError
+
+CHOICES = {
+    "model": ("vae",),
+    "net": ("auto", "mlp", "conv"),
+    "likelihood": ("auto", "bernoulli", "gaussian"),
+    "binarize": ("auto", "dynamic", "static", "none"),
+    "activation": ("relu", "tanh", "elu", "gelu"),
+    "kl_estimator": ("auto", "analytic", "mc"),
+    "accelerator": ("auto", "cpu", "gpu", "cuda", "mps", "tpu"),
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; ``config.yaml`` in a run directory holds one of these.
+
+    Units: ``beta`` weighs the KL (nats); ``lr`` is Adam's step size; ``epochs`` are full passes.
+    """
+
+    # data
+    data: str = "digits"
+    data_dir: str | None = None  # None: $KLVAE_DATA, else ./data
+    binarize: str = "auto"  # auto: the dataset's default (dynamic for MNIST-likes)
+    val_fraction: float = 0.1
+    download: bool = False
+    # model
+    model: str = "vae"
+    latent_dim: int = 16
+    hidden: list[int] = field(default_factory=lambda: [256, 256])
+    net: str = "auto"  # auto: conv for 28x28 / 64x64 images, else MLP
+    activation: str = "relu"
+    likelihood: str = "auto"  # auto: bernoulli for binary/binarised data, else gaussian
+    decoder_scale: float | None = None  # Gaussian likelihood: fixed scale, None = learned per pixel
+    min_scale: float = 1e-4  # floor added to softplus scales; keeps log q finite when sigma -> 0
+    # objective
+    beta: float = 1.0
+    kl_estimator: str = "auto"
+    kl_samples: int = 1
+    # optimisation
+    epochs: int = 50
+    batch_size: int = 100
+    lr: float = 1e-3
+    seed: int = 0
+    patience: int = 0  # early stopping on validation ELBO after this many flat epochs; 0 = off
+    max_bad_steps: int = 20  # consecutive non-finite steps tolerated before the run stops
+    # engineering (Lightning)
+    accelerator: str = "auto"
+    devices: str = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    progress: bool = True
+    # outputs
+    out: str = "runs/default"
+    resume: bool = False
+    iwae_k: int = 1000  # importance samples used by evaluation after training
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        for name, allowed in CHOICES.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise KlvaeError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        _positive_int(self, "latent_dim", "epochs", "batch_size", "kl_samples", "num_nodes",
+                      "iwae_k", "max_bad_steps")
+        if not isinstance(self.hidden, list) or not self.hidden or any(
+            not isinstance(h, int) or isinstance(h, bool) or h < 1 for h in self.hidden
+        ):
+            raise KlvaeError(f"hidden must be a list of positive layer widths like [256, 256]; got {self.hidden!r}")
+        for name in ("beta", "lr", "min_scale", "val_fraction"):
+            _number(self, name)
+        if self.beta < 0:
+            raise KlvaeError(f"beta must be >= 0; got {self.beta}")
+        if not 0 < self.lr < 10:
+            raise KlvaeError(f"lr must be in (0, 10); got {self.lr}")
+        if not 0 < self.min_scale < 1:
+            raise KlvaeError(f"min_scale must be in (0, 1); got {self.min_scale}")
+        if not 0 < self.val_fraction <= 0.5:
+            raise KlvaeError(f"val_fraction must be in (0, 0.5]; got {self.val_fraction}")
+        if self.decoder_scale is not None:
+            _number(self, "decoder_scale")
+            if self.decoder_scale <= 0:
+                raise KlvaeError(f"decoder_scale must be > 0 (or null for a learned scale); got {self.decoder_scale}")
+        for name in ("seed", "patience"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise KlvaeError(f"{name} must be a non-negative integer; got {getattr(self, name)!r}")
+        if self.devices != "auto" and not (str(self.devices).isdigit() and int(self.devices) > 0):
+            raise KlvaeError(f"devices must be 'auto' or a positive integer; got {self.devices!r}")
+        self.devices = str(self.devices)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise KlvaeError(f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
+        try:
+            return cls(**{k: _coerce(cls, k, v) for k, v in values.items()})
+        except TypeError as err:  # pragma: no cover - guarded by _coerce
+            raise KlvaeError(f"bad config: {err}") from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> "TrainConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise KlvaeError(f"config file {path} not found; pass an existing YAML file to --config")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise KlvaeError(f"config file {path} is not valid YAML ({str(err).splitlines()[0]}); fix its syntax") from None
+        if not isinstance(values, dict):
+            raise KlvaeError(f"config file {path} must hold a mapping of option: value; got {type(values).__name__}")
+        values.update(overrides)
+        return cls.from_dict(values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+
+def _coerce(cls: type, name: str, value: Any) -> Any:
+    """Turn YAML/flag strings into the field's type; a wrong type is a one-line error."""
+    default = next(f for f in fields(cls) if f.name == name)
+    kind = default.type
+    if value is None:
+        return None
+    try:
+        if kind == "int" and not isinstance(value, bool):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if kind in ("float", "float | None") and not isinstance(value, bool):
+            return float(value)
+        if kind == "bool":
+            if isinstance(value, str):
+                if value.lower() in ("true", "yes", "1"):
+                    return True
+                if value.lower() in ("false", "no", "0"):
+                    return False
+                raise ValueError
+            return bool(value)
+        if kind == "list[int]":
+            if isinstance(value, str):
+                value = [v for v in value.replace(",", " ").split()]
+            return [int(v) for v in value]
+        if kind == "str" or kind == "str | None":
+            return str(value)
+    except (TypeError, ValueError):
+        raise KlvaeError(f"{name} must be of type {kind}; got {value!r}") from None
+    return value
+
+
+def _positive_int(cfg: TrainConfig, *names: str) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise KlvaeError(f"{name} must be a positive integer; got {value!r}")
+
+
+def _number(cfg: TrainConfig, name: str) -> None:
+    value = getattr(cfg, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value in (
+        float("inf"), float("-inf")
+    ):
+        raise KlvaeError(f"{name} must be a finite number; got {value!r}")

@@ -1,0 +1,118 @@
+"""The in-memory Dataset and its binarisation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from klvae.data.splits import RawSplits, check_finite, check_sizes, split_validation
+from klvae.errors import KlvaeError
+
+BINARIZE_MODES = ("auto", "dynamic", "static", "none")
+EVAL_BINARIZE_SEED = 0  # val and test of a "dynamic" data set are drawn once with this seed
+STATIC_THRESHOLD = 0.5
+
+
+@dataclass(repr=False)
+class Dataset:
+    """Train / val / test tensors of one data set, held in memory.
+
+    train, val, test: (N, *event) float32 (grey images in [0, 1]); labels: (N,) int64 or None.
+    binarize is the resolved mode: "dynamic" (train stays grey and is resampled per batch by
+    `train_batch`; val and test were drawn once), "static" (all thresholded at 0.5) or "none".
+    binary is True when the model should use a Bernoulli likelihood.
+    """
+
+    name: str
+    train: torch.Tensor
+    val: torch.Tensor
+    test: torch.Tensor
+    train_labels: torch.Tensor | None
+    val_labels: torch.Tensor | None
+    test_labels: torch.Tensor | None
+    binarize: str
+    binary: bool
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        """Shape of one data point, e.g. (1, 28, 28)."""
+        return tuple(self.train.shape[1:])
+
+    def train_batch(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """x (B, *event) as the model trains on it: a fresh Bernoulli draw when dynamic, else x.
+
+        generator must live on x's device (None: torch's default generator).
+        """
+        if self.binarize == "dynamic":
+            return torch.bernoulli(x, generator=generator)
+        return x
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{s}={len(getattr(self, s))}" for s in ("train", "val", "test"))
+        return (
+            f"Dataset(name={self.name!r}, {sizes}, event_shape={self.event_shape}, "
+            f"binarize={self.binarize!r}, binary={self.binary})"
+        )
+
+
+def make_dataset(
+    name: str, raw: RawSplits, binarize: str, default_binarize: str, val_fraction: float, seed: int
+) -> Dataset:
+    """Validate raw, split off val (seeded) and binarise: the Dataset load_dataset returns."""
+    check_finite(raw)
+    raw = split_validation(raw, val_fraction, seed)
+    check_sizes(raw)
+    mode = default_binarize if binarize == "auto" else binarize
+    already_binary = all(_is_binary(a) for a in raw.arrays())
+    if already_binary:
+        mode = "none"
+    elif mode != "none":
+        _check_unit_interval(raw, mode)
+    train, val, test = (_tensor(a) for a in (raw.train, raw.val, raw.test))
+    if mode == "static":
+        train, val, test = (_threshold(t) for t in (train, val, test))
+    elif mode == "dynamic":
+        g = torch.Generator().manual_seed(EVAL_BINARIZE_SEED)
+        test = torch.bernoulli(test, generator=g)  # test first: its draw ignores the val split
+        val = torch.bernoulli(val, generator=g)
+    return Dataset(
+        name=name,
+        train=train,
+        val=val,
+        test=test,
+        train_labels=_labels(raw.train_labels),
+        val_labels=_labels(raw.val_labels),
+        test_labels=_labels(raw.test_labels),
+        binarize=mode,
+        binary=already_binary or mode in ("dynamic", "static"),
+    )
+
+
+def _is_binary(a: np.ndarray) -> bool:
+    return bool(np.all((a == 0) | (a == 1)))
+
+
+def _check_unit_interval(raw: RawSplits, mode: str) -> None:
+    lo = min(float(a.min()) for a in raw.arrays())
+    hi = max(float(a.max()) for a in raw.arrays())
+    if lo < 0 or hi > 1:
+        raise KlvaeError(
+            f"binarize={mode!r} needs values in [0, 1] but {raw.source} spans [{lo:g}, {hi:g}]; "
+            "rescale the data or use binarize='none'"
+        )
+
+
+def _tensor(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a, np.float32))
+
+
+def _threshold(x: torch.Tensor) -> torch.Tensor:
+    return (x > STATIC_THRESHOLD).to(torch.float32)
+
+
+def _labels(y: np.ndarray | None) -> torch.Tensor | None:
+    return None if y is None else torch.from_numpy(np.asarray(y, dtype=np.int64).copy())

@@ -1,0 +1,94 @@
+"""The data set registry and `load_dataset`, the one entry point of klvae.data."""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from pathlib import Path
+
+from klvae.data import binarized, digits, frey, idx
+from klvae.data.dataset import BINARIZE_MODES, Dataset, make_dataset
+from klvae.data.files import SUFFIXES, load_file
+from klvae.data.splits import Source
+from klvae.errors import KlvaeError
+
+SOURCES: dict[str, Source] = {
+    s.name: s
+    for s in (digits.SOURCE, idx.MNIST, idx.FASHION_MNIST, binarized.SOURCE, frey.SOURCE)
+}
+FILE_DEFAULT_BINARIZE = "none"
+DATA_ENV = "KLVAE_DATA"
+DEFAULT_DATA_DIR = "data"
+
+
+def list_datasets() -> list[tuple[str, str]]:
+    """(name, one-line description) of every registered data set, for `klvae datasets`.
+
+    load_dataset also takes a path to a .npy, .npz or .csv file, which is not listed here.
+    """
+    return [(s.name, s.description) for s in SOURCES.values()]
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """The data folder: data_dir if given, else $KLVAE_DATA, else ./data."""
+    if data_dir is not None and str(data_dir) != "":
+        return Path(data_dir).expanduser()
+    env = os.environ.get(DATA_ENV, "")
+    return Path(env).expanduser() if env else Path(DEFAULT_DATA_DIR)
+
+
+def load_dataset(
+    name: str | os.PathLike,
+    data_dir: str | os.PathLike | None = None,
+    binarize: str = "auto",
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    download: bool = False,
+) -> Dataset:
+    """Load a registered data set or a user file into memory, split and binarised.
+
+    name: a name from `list_datasets()` or a path to a .npy / .npz / .csv file.
+    binarize: "auto" (the data set's default), "dynamic", "static" or "none".
+    val_fraction: in (0, 0.5], the part of train held out as val, chosen with seed
+    (ignored where the data set has an official validation split).
+    download: fetch missing MNIST / Fashion-MNIST files from their canonical mirrors.
+    Data already in {0, 1} resolves to binarize="none" with binary=True.
+    Raises KlvaeError for a bad option, an unknown name, or a missing or invalid file.
+    """
+    _check_options(binarize, val_fraction, seed)
+    text = os.fspath(name)
+    key = text.strip().lower().replace("_", "-")
+    if key in SOURCES:
+        source = SOURCES[key]
+        raw = source.load(resolve_data_dir(data_dir), download)
+        return make_dataset(key, raw, binarize, source.default_binarize, val_fraction, seed)
+    if Path(text).suffix.lower() in SUFFIXES or Path(text).expanduser().is_file():
+        raw = load_file(text)
+        return make_dataset(text, raw, binarize, FILE_DEFAULT_BINARIZE, val_fraction, seed)
+    raise KlvaeError(_unknown_message(text, key))
+
+
+def _unknown_message(text: str, key: str) -> str:
+    close = difflib.get_close_matches(key, SOURCES, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return (
+        f"unknown dataset {text!r}{hint}; choose one of: {', '.join(SOURCES)}, or a "
+        f"{'/'.join(SUFFIXES)} file path (see `klvae datasets`)"
+    )
+
+
+def _check_options(binarize: str, val_fraction: float, seed: int) -> None:
+    if binarize not in BINARIZE_MODES:
+        raise KlvaeError(
+            f"unknown binarize mode {binarize!r}; choose one of: {', '.join(BINARIZE_MODES)}"
+        )
+    if (
+        isinstance(val_fraction, bool)
+        or not isinstance(val_fraction, (int, float))
+        or not math.isfinite(val_fraction)
+        or not 0 < val_fraction <= 0.5
+    ):
+        raise KlvaeError(f"val_fraction must be in (0, 0.5], got {val_fraction!r}; e.g. 0.1")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise KlvaeError(f"seed must be a non-negative integer, got {seed!r}")

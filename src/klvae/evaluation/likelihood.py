@@ -1,0 +1,81 @@
+"""Test ELBO and the IWAE estimate of log p(x), batched over data points and samples."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from klvae.data import load_dataset
+from klvae.diagnostics import active_units
+from klvae.errors import KlvaeError
+from klvae.objectives import elbo, iwae_bound
+from klvae.run import atomic_write, load, load_config
+
+SPLITS = ("train", "val", "test")
+ELEMENT_BUDGET = 2**21  # decoder outputs (samples x points x pixels) held at once: ~8 MB of float32
+
+
+def plan_batches(n_points: int, event_size: int, k: int, batch_size: int | None = None) -> tuple[int, int]:
+    """(data points per batch, importance samples per chunk) keeping one chunk's decoder output
+    within ELEMENT_BUDGET while giving the matrix products thousands of rows to work on."""
+    batch = batch_size or min(n_points, 100)
+    chunk = max(1, min(k, ELEMENT_BUDGET // (event_size * batch)))
+    return batch, chunk
+
+
+@torch.no_grad()
+def evaluate_model(model, x: torch.Tensor, iwae_k: int = 1000, batch_size: int | None = None,
+                   seed: int = 0) -> dict:
+    """ELBO, reconstruction, KL (nats per data point), IWAE NLL estimate -log p(x) with ``iwae_k``
+    importance samples (positive, nats per data point), and active units, for x: (N, *event)."""
+    if iwae_k < 1:
+        raise KlvaeError(f"iwae_k must be a positive integer; got {iwae_k}")
+    model.eval()
+    device = next(model.parameters()).device
+    batch, chunk = plan_batches(len(x), math.prod(x.shape[1:]), iwae_k, batch_size)
+    sums = torch.zeros(4, dtype=torch.float64)  # elbo, recon, kl, log p(x)
+    per_dim, locs = None, []
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for start in range(0, len(x), batch):
+            xb = x[start:start + batch].to(device)
+            terms = elbo(model, xb)
+            log_px = iwae_bound(model, xb, iwae_k, chunk)
+            sums += torch.stack([terms.elbo.sum(), terms.recon.sum(), terms.kl.sum(), log_px.sum()]).double().cpu()
+            if terms.kl_per_dim is not None:
+                part = terms.kl_per_dim.sum(0).double().cpu()
+                per_dim = part if per_dim is None else per_dim + part
+            locs.append(terms.loc.cpu())
+    if not torch.isfinite(sums).all():
+        raise KlvaeError("evaluation produced NaN/Inf; the model or the data hold non-finite values, retrain or check the data")
+    n = len(x)
+    result = {"elbo": sums[0].item() / n, "recon": sums[1].item() / n, "kl": sums[2].item() / n,
+              "nll_iwae": -sums[3].item() / n, "iwae_k": iwae_k,
+              "active_units": active_units(torch.cat(locs)), "n": n}
+    if per_dim is not None:
+        result["kl_per_dim"] = (per_dim / n).tolist()
+    return result
+
+
+def split_data(config, split: str, data_dir: str | None = None) -> torch.Tensor:
+    """The evaluation copy of one split of a run's dataset (binarised once, deterministically)."""
+    if split not in SPLITS:
+        raise KlvaeError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+    data = load_dataset(config.data, data_dir or config.data_dir, config.binarize, config.val_fraction, config.seed)
+    x = getattr(data, split)
+    if split == "train" and data.binarize == "dynamic":
+        x = torch.bernoulli(x, generator=torch.Generator().manual_seed(0))
+    return x
+
+
+def evaluate(run_dir: str | Path, split: str = "test", iwae_k: int = 1000, batch_size: int | None = None,
+             seed: int = 0, data_dir: str | None = None, device: str = "cpu") -> dict:
+    """Evaluate a run directory on one split; also writes ``eval_<split>.json`` there."""
+    config = load_config(run_dir)
+    model = load(run_dir, device)
+    x = split_data(config, split, data_dir)
+    result = {"split": split, **evaluate_model(model, x, iwae_k, batch_size, seed)}
+    atomic_write(Path(run_dir) / f"eval_{split}.json", json.dumps(result, indent=2))
+    return result

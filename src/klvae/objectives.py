@@ -1,0 +1,61 @@
+"""Objectives as functions of the model's distributions: the (beta-)ELBO and the IWAE bound."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from klvae.kl import kl
+
+
+@dataclass
+class ElboTerms:
+    """Per-data-point terms in nats. ``elbo = recon - kl`` (beta = 1, the true bound)."""
+
+    recon: torch.Tensor  # (N,) E_q[log p(x|z)], one-sample estimate
+    kl: torch.Tensor  # (N,) KL(q(z|x) || p(z))
+    kl_per_dim: torch.Tensor | None  # (N, D) when the KL factorises, else None
+    kl_method: str  # "analytic" or "mc"
+    loc: torch.Tensor  # (N, D) posterior means, for active units
+
+    @property
+    def elbo(self) -> torch.Tensor:
+        return self.recon - self.kl
+
+    def loss(self, beta: float = 1.0) -> torch.Tensor:
+        """The minimised scalar: -(recon - beta * KL), averaged over the batch."""
+        return -(self.recon - beta * self.kl).mean()
+
+
+def elbo(model, x: torch.Tensor, kl_estimator: str = "auto", kl_samples: int = 1) -> ElboTerms:
+    """One reparameterised sample z ~ q(z|x) per point; the KL from :func:`klvae.kl.kl`."""
+    q = model.encode(x)
+    z = q.rsample()  # (N, D)
+    recon = model.decode(z).log_prob(x)
+    k = kl(q, model.prior(), kl_estimator, kl_samples)
+    return ElboTerms(recon, k.value, k.per_dim, k.method, q.mean)
+
+
+def log_weights(model, x: torch.Tensor, k: int, q=None) -> torch.Tensor:
+    """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x), z_k ~ q(z|x); shape (K, N).
+    ``q`` may pass q(z|x) already computed for this x."""
+    q = model.encode(x) if q is None else q
+    z = q.sample((k,))  # (K, N, D)
+    return model.decode(z).log_prob(x) + model.prior().log_prob(z) - q.log_prob(z)
+
+
+@torch.no_grad()
+def iwae_bound(model, x: torch.Tensor, k: int, chunk: int | None = None) -> torch.Tensor:
+    """log p(x) >= log (1/K) sum_k w_k (Burda et al. 2015), per data point: (N,) nats.
+
+    The K samples are drawn in chunks of ``chunk`` (default: all at once) and combined with a
+    running logsumexp, so memory stays O(chunk * N) for any K.
+    """
+    chunk = chunk or k
+    q = model.encode(x)
+    total = None
+    for start in range(0, k, chunk):
+        lw = log_weights(model, x, min(chunk, k - start), q).logsumexp(0)  # (N,)
+        total = lw if total is None else torch.logaddexp(total, lw)
+    return total - math.log(k)

@@ -1,0 +1,165 @@
+"""Training with Lightning: a thin LightningModule around the objective, loaders that batch an
+in-memory tensor by indexing, and :func:`fit`, which ties data, model and run directory together."""
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from klvae.diagnostics import active_units
+from klvae.errors import KlvaeError
+from klvae.objectives import elbo
+
+
+class IndexedTensor(Dataset):
+    """A tensor served by whole batches: the DataLoader's fetcher calls ``__getitems__`` with the
+    sampler's batch of indices, so one indexing op replaces a per-sample loop and collate."""
+
+    def __init__(self, x: torch.Tensor):
+        self.x = x
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.x[i]
+
+    def __getitems__(self, idx: list[int]) -> torch.Tensor:
+        return self.x[torch.as_tensor(idx)]
+
+
+def _keep(batch: torch.Tensor) -> torch.Tensor:
+    return batch
+
+
+def loader(x: torch.Tensor, batch_size: int, shuffle: bool) -> DataLoader:
+    """Batches of x: (N, *event); Lightning swaps in a DistributedSampler under DDP."""
+    return DataLoader(IndexedTensor(x), batch_size=batch_size, shuffle=shuffle, collate_fn=_keep)
+
+
+class VAETask(L.LightningModule):
+    """One optimisation step of the (beta-)ELBO; the maths lives in :mod:`klvae.objectives`.
+
+    Manual optimisation lets a step whose loss or gradient is not finite be skipped and counted;
+    ``max_bad_steps`` consecutive ones stop the run with a message naming the step.
+    """
+
+    def __init__(self, model: torch.nn.Module, config, dynamic_binarization: bool):
+        super().__init__()
+        self.model = model
+        self.config = config
+        self.dynamic = dynamic_binarization
+        self.automatic_optimization = False
+        self.bad_in_a_row = 0
+        self.skipped_steps = 0
+        self.train_sums = torch.zeros(4)  # sum elbo, recon, kl, count
+        self.val_parts: list[tuple] = []
+
+    def configure_optimizers(self):
+        fused = self.device.type in ("cpu", "cuda")
+        return torch.optim.Adam(self.model.parameters(), lr=self.config.lr, fused=fused)
+
+    def on_train_epoch_start(self) -> None:
+        self.train_sums = torch.zeros(4, device=self.device)
+
+    def training_step(self, x: torch.Tensor, batch_idx: int) -> None:
+        if self.dynamic:
+            x = torch.bernoulli(x)  # a fresh binarisation of the grey images every step
+        cfg = self.config
+        terms = elbo(self.model, x, cfg.kl_estimator, cfg.kl_samples)
+        loss = terms.loss(cfg.beta)
+        opt = self.optimizers()
+        if not torch.isfinite(loss):
+            return self._skip("loss")
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if not torch.isfinite(torch.stack(torch._foreach_norm(grads))).all():
+            return self._skip("gradient")
+        opt.step()
+        self.bad_in_a_row = 0
+        with torch.no_grad():
+            e, r, k = terms.elbo.sum(), terms.recon.sum(), terms.kl.sum()
+            self.train_sums += torch.stack([e, r, k, e.new_tensor(float(len(x)))])
+
+    def _skip(self, what: str) -> None:
+        self.skipped_steps += 1
+        self.bad_in_a_row += 1
+        if self.bad_in_a_row >= self.config.max_bad_steps:
+            raise KlvaeError(
+                f"the {what} was NaN/Inf for {self.bad_in_a_row} steps in a row (last at step {self.global_step}, "
+                f"epoch {self.current_epoch}); lower --lr, check the data, or raise --min-scale"
+            )
+
+    def validation_step(self, x: torch.Tensor, batch_idx: int) -> None:
+        terms = elbo(self.model, x, self.config.kl_estimator, self.config.kl_samples)
+        per_dim = terms.kl_per_dim.sum(0) if terms.kl_per_dim is not None else None
+        self.val_parts.append((terms.elbo.sum(), terms.recon.sum(), terms.kl.sum(), len(x), per_dim, terms.loc))
+
+    def on_validation_epoch_end(self) -> None:
+        parts, self.val_parts = self.val_parts, []
+        if not parts:
+            return
+        sums = torch.stack([torch.stack([p[0], p[1], p[2], p[0].new_tensor(float(p[3]))]) for p in parts]).sum(0)
+        loc = torch.cat([p[5] for p in parts])
+        per_dim = torch.stack([p[4] for p in parts]).sum(0) if parts[0][4] is not None else None
+        if self.trainer.world_size > 1:  # every rank saw a shard of the validation set
+            sums = self.all_gather(sums).sum(0)
+            loc = self.all_gather(loc).flatten(0, 1)
+            per_dim = self.all_gather(per_dim).sum(0) if per_dim is not None else None
+        n = sums[3]
+        self.val_row = {"val_elbo": (sums[0] / n).item(), "val_recon": (sums[1] / n).item(),
+                        "val_kl": (sums[2] / n).item(), "active_units": active_units(loc)}
+        if per_dim is not None:
+            self.val_row.update({f"kl_dim_{i}": v for i, v in enumerate((per_dim / n).tolist())})
+        self.log("val_elbo", self.val_row["val_elbo"], prog_bar=True)
+        self.log("val_kl", self.val_row["val_kl"], prog_bar=True)
+
+    def train_row(self) -> dict[str, float]:
+        sums = self.train_sums
+        if self.trainer.world_size > 1:
+            sums = self.all_gather(sums).sum(0)
+        n = max(sums[3].item(), 1.0)
+        return {"train_elbo": sums[0].item() / n, "train_recon": sums[1].item() / n, "train_kl": sums[2].item() / n}
+
+
+def resolve_likelihood(requested: str, dataset) -> str:
+    """'bernoulli' for binary or binarised data, else 'gaussian', unless requested."""
+    if requested == "auto":
+        return "bernoulli" if dataset.binary else "gaussian"
+    if requested == "bernoulli":
+        lo, hi = float(dataset.train.min()), float(dataset.train.max())
+        if lo < 0 or hi > 1:
+            raise KlvaeError(
+                f"likelihood bernoulli needs data in [0, 1]; {dataset.name} spans [{lo:g}, {hi:g}]; use --likelihood gaussian"
+            )
+    return requested
+
+
+def quiet_lightning() -> None:
+    """Keep Lightning's start-up banners and tips out of the user's terminal (warnings stay)."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+
+
+def build_trainer(config, run_dir: Path, callbacks: list) -> L.Trainer:
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    quiet_lightning()
+    callbacks = [*callbacks, ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best",
+                                             monitor="val_elbo", mode="max", save_last=True)]
+    if config.patience:
+        callbacks.append(EarlyStopping(monitor="val_elbo", mode="max", patience=config.patience))
+    devices = config.devices if config.devices == "auto" else int(config.devices)
+    return L.Trainer(
+        max_epochs=config.epochs, accelerator=config.accelerator, devices=devices,
+        num_nodes=config.num_nodes, strategy=config.strategy, callbacks=callbacks, logger=False,
+        default_root_dir=run_dir, enable_progress_bar=config.progress, enable_model_summary=False,
+        num_sanity_val_steps=0, deterministic=False,
+    )
