@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 from torch.distributions import Distribution
 
+from klvae.errors import KlvaeError
 from klvae.distributions.gaussian import diagonal_normal, scale_from_raw, standard_normal
 from klvae.likelihoods import make_likelihood
 from klvae.nets import make_decoder, make_encoder
@@ -50,12 +51,14 @@ class VAE(nn.Module):
     def encode(self, x: torch.Tensor) -> Distribution:
         """q(z|x): a diagonal Gaussian, batch_shape (N,), event_shape (D,)."""
         if tuple(x.shape[1:]) != self.event_shape:
-            raise ValueError(f"x must have shape (N, {', '.join(map(str, self.event_shape))}); got {tuple(x.shape)}")
+            raise KlvaeError(f"x must have shape (N, {', '.join(map(str, self.event_shape))}); got {tuple(x.shape)}; reshape the data to the shape the model was trained on")
         loc, raw_scale = self.encoder(x).chunk(2, dim=-1)
         return diagonal_normal(loc, scale_from_raw(raw_scale, self.spec.min_scale))
 
     def decode(self, z: torch.Tensor) -> Distribution:
         """p(x|z) for z: (*S, D): batch_shape (*S), event_shape = the data's."""
+        if z.shape[-1] != self.latent_dim:
+            raise KlvaeError(f"z must have shape (..., {self.latent_dim}); got {tuple(z.shape)}")
         lead = z.shape[:-1]
         out = self.decoder(z.reshape(-1, self.latent_dim))
         return self.likelihood(out.view(*lead, *self.event_shape), len(self.event_shape))
