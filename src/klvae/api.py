@@ -30,7 +30,7 @@ def as_config(config: TrainConfig | dict[str, Any] | str | Path) -> TrainConfig:
     return TrainConfig.from_yaml(config)
 
 
-def _is_primary_process() -> bool:
+def is_primary_process() -> bool:
     """False in the extra processes that Lightning's DDP launcher starts for ranks > 0."""
     return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
 
@@ -43,7 +43,7 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> Path | None
             raise KlvaeError(f"cannot resume: {last} not found; train into {run_dir} first, or drop --resume")
         return last
     held = [n for n in (CONFIG, WEIGHTS, SPEC, METRICS, "checkpoints") if (run_dir / n).exists()]
-    if held and _is_primary_process():
+    if held and is_primary_process():
         if not overwrite:
             raise KlvaeError(
                 f"{run_dir} already holds a run ({', '.join(held)}); pass --resume to continue it, "
@@ -79,7 +79,7 @@ def fit(config: TrainConfig | dict[str, Any] | str | Path, overwrite: bool = Fal
     except ValueError as err:
         raise KlvaeError(f"{err}; use --net mlp") from None
     run_dir.mkdir(parents=True, exist_ok=True)
-    if _is_primary_process():
+    if is_primary_process():
         save_config(run_dir, config)
     task = VAETask(model, config, dynamic_binarization=data.binarize == "dynamic")
     callbacks = [RunDirectory(run_dir, spec, resume=ckpt is not None), Pictures(run_dir, data.test, config.seed),

@@ -81,8 +81,8 @@ def build_parser() -> Parser:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from klvae.api import fit
-    from klvae.run import load_config
+    from klvae.api import fit, is_primary_process
+    from klvae.run import load_config, read_metrics
 
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     if args.config:
@@ -93,7 +93,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     else:
         config = TrainConfig.from_dict(given)
     run_dir = fit(config, overwrite=args.overwrite)
-    from klvae.run import read_metrics
+    if not is_primary_process():  # DDP ranks > 0 re-run this command; only one reports
+        return
 
     rows = read_metrics(run_dir)
     last = rows[-1] if rows else {}

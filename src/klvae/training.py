@@ -146,6 +146,8 @@ def quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+    # epoch metrics are gathered across ranks by hand (all_gather) before they are logged
+    warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
 
 
 def build_trainer(config, run_dir: Path, callbacks: list) -> L.Trainer:

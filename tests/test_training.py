@@ -1,0 +1,80 @@
+"""Training mechanics: batching by indexing, the non-finite guard, DDP through Lightning."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import klvae
+import klvae.training as training
+from klvae import KlvaeError
+from klvae.run import read_metrics
+from klvae.training import IndexedTensor, loader
+
+
+def test_loader_serves_whole_batches_by_one_indexing_op_and_reshuffles(monkeypatch):
+    x = torch.arange(250.0)[:, None]
+    calls = []
+    original = IndexedTensor.__getitems__
+    monkeypatch.setattr(IndexedTensor, "__getitems__", lambda self, idx: calls.append(len(idx)) or original(self, idx))
+    torch.manual_seed(0)
+    first = torch.cat(list(loader(x, 100, shuffle=True)))
+    second = torch.cat(list(loader(x, 100, shuffle=True)))
+    assert calls == [100, 100, 50, 100, 100, 50]
+    assert sorted(first[:, 0].tolist()) == x[:, 0].tolist()
+    assert not torch.equal(first, second)
+    assert torch.equal(torch.cat(list(loader(x, 100, shuffle=False))), x)
+
+
+def test_non_finite_steps_are_skipped_and_counted(tmp_path, monkeypatch):
+    real_elbo, seen = training.elbo, []
+
+    def sometimes_nan(model, x, *args):
+        terms = real_elbo(model, x, *args)
+        seen.append(1)
+        if len(seen) in (3, 4):  # two training steps of the first epoch
+            terms.recon = terms.recon * float("nan")
+        return terms
+
+    monkeypatch.setattr(training, "elbo", sometimes_nan)
+    run = klvae.fit({"data": "digits", "epochs": 2, "progress": False, "out": str(tmp_path)})
+    rows = read_metrics(run)
+    assert [r["skipped_steps"] for r in rows] == [2, 2]
+    assert all(torch.isfinite(torch.tensor([r["train_elbo"], r["val_elbo"]])).all() for r in rows)
+
+
+def test_repeated_non_finite_steps_stop_the_run_naming_the_step(tmp_path, monkeypatch):
+    real_elbo = training.elbo
+
+    def always_nan(model, x, *args):
+        terms = real_elbo(model, x, *args)
+        terms.kl = terms.kl * float("inf") * 0
+        return terms
+
+    monkeypatch.setattr(training, "elbo", always_nan)
+    with pytest.raises(KlvaeError, match=r"NaN/Inf for 3 steps in a row \(last at step 0, epoch 0\)"):
+        klvae.fit({"data": "digits", "epochs": 2, "max_bad_steps": 3, "progress": False, "out": str(tmp_path)})
+
+
+def test_early_stopping_ends_a_run_whose_validation_elbo_stops_improving(tmp_path):
+    run = klvae.fit({"data": "digits", "epochs": 50, "lr": 1e-9, "patience": 2, "progress": False,
+                     "out": str(tmp_path)})
+    assert len(read_metrics(run)) < 50
+
+
+def test_ddp_on_two_cpu_processes_shards_the_data(tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "klvae.cli", "train", "--epochs", "2", "--out", str(out), "--no-progress",
+           "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = read_metrics(out)
+    single_process_steps = 14  # ceil(1350 training digits / batch 100)
+    assert [int(r["step"]) for r in rows] == [7, 14]  # each of 2 ranks takes half the batches
+    assert rows[-1]["step"] < 2 * single_process_steps
+    assert done.stdout.count("trained vae") == 1
+    assert (out / "model.safetensors").is_file()
