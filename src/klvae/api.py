@@ -1,6 +1,7 @@
 """The Python API: fit, evaluate and load, mirroring ``klvae train / evaluate``."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -15,7 +16,7 @@ from klvae.errors import KlvaeError
 from klvae.evaluation import evaluate
 from klvae.models import ModelSpec, build_model
 from klvae.nets import pick_net
-from klvae.run import CONFIG, METRICS, SPEC, WEIGHTS, load, save_config
+from klvae.run import CONFIG, METRICS, SPEC, WEIGHTS, load, save_config, save_spec
 from klvae.training import VAETask, build_trainer, loader, resolve_likelihood
 
 __all__ = ["evaluate", "fit", "load"]
@@ -35,36 +36,60 @@ def is_primary_process() -> bool:
     return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
 
 
-def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> Path | None:
-    """Check the output directory; returns the checkpoint to resume from, if any."""
-    last = run_dir / "checkpoints" / "last.ckpt"
+def check_out(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse an output that would damage what is there; changes nothing."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise KlvaeError(f"--out {run_dir} is an existing file; give a directory path")
     if resume:
+        last = run_dir / "checkpoints" / "last.ckpt"
         if not last.is_file():
             raise KlvaeError(f"cannot resume: {last} not found; train into {run_dir} first, or drop --resume")
-        return last
+        return
     held = [n for n in (CONFIG, WEIGHTS, SPEC, METRICS, "checkpoints") if (run_dir / n).exists()]
-    if held and is_primary_process():
-        if not overwrite:
-            raise KlvaeError(
-                f"{run_dir} already holds a run ({', '.join(held)}); pass --resume to continue it, "
-                "--overwrite to replace it, or choose another --out"
-            )
-        for name in held:
-            path = run_dir / name
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
+    if held and not overwrite and is_primary_process():
+        raise KlvaeError(
+            f"{run_dir} already holds a run ({', '.join(held)}); pass --resume to continue it, "
+            "--overwrite to replace it, or choose another --out"
+        )
+
+
+def check_resumable(run_dir: Path, spec: ModelSpec) -> None:
+    """A resumed run must keep the architecture its checkpoint was trained with."""
+    path = run_dir / SPEC
+    if not path.is_file():
+        return
+    stored = json.loads(path.read_text())
+    changed = [f"{k} {stored.get(k)!r} -> {v!r}" for k, v in spec.to_dict().items() if stored.get(k) != v]
+    if changed:
+        raise KlvaeError(
+            f"cannot resume {run_dir} with a different model ({'; '.join(changed)}); drop those options or train into a new --out"
+        )
+
+
+def start_run_dir(run_dir: Path, config: TrainConfig, overwrite: bool) -> Path | None:
+    """Clear a run being overwritten, write config.yaml; the checkpoint to resume from, if any."""
+    if config.resume:
+        return run_dir / "checkpoints" / "last.ckpt"
+    if is_primary_process():
+        if overwrite:
+            for name in (CONFIG, WEIGHTS, SPEC, METRICS, "checkpoints"):
+                path = run_dir / name
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
     return None
 
 
 def fit(config: TrainConfig | dict[str, Any] | str | Path, overwrite: bool = False,
         callbacks: list[L.Callback] | None = None) -> Path:
     """Train a model as ``config`` says (a TrainConfig, a dict or a YAML path) into ``config.out``;
-    returns the run directory. ``callbacks`` are extra Lightning callbacks."""
+    returns the run directory. ``callbacks`` are extra Lightning callbacks.
+
+    Everything is checked (options, data, model, devices) before the run directory is touched."""
     config = as_config(config)
     run_dir = Path(config.out)
-    ckpt = prepare_run_dir(run_dir, config.resume, overwrite)
+    check_out(run_dir, config.resume, overwrite)
     L.seed_everything(config.seed, verbose=False)
     data = load_dataset(config.data, config.data_dir, config.binarize, config.val_fraction, config.seed,
                         download=config.download)
@@ -74,17 +99,20 @@ def fit(config: TrainConfig | dict[str, Any] | str | Path, overwrite: bool = Fal
         likelihood=resolve_likelihood(config.likelihood, data), decoder_scale=config.decoder_scale,
         min_scale=config.min_scale, model=config.model,
     )
+    if config.resume:
+        check_resumable(run_dir, spec)
     try:
         model = build_model(spec)
     except ValueError as err:
         raise KlvaeError(f"{err}; use --net mlp") from None
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if is_primary_process():
-        save_config(run_dir, config)
     task = VAETask(model, config, dynamic_binarization=data.binarize == "dynamic")
-    callbacks = [RunDirectory(run_dir, spec, resume=ckpt is not None), Pictures(run_dir, data.test, config.seed),
+    callbacks = [RunDirectory(run_dir, spec, resume=config.resume), Pictures(run_dir, data.test, config.seed),
                  *(callbacks or [])]
     trainer = build_trainer(config, run_dir, callbacks)
+    ckpt = start_run_dir(run_dir, config, overwrite)
+    if is_primary_process():
+        save_config(run_dir, config)
+        save_spec(run_dir, spec)
     trainer.fit(task, loader(data.train, config.batch_size, shuffle=True),
                 loader(data.val, config.batch_size, shuffle=False), ckpt_path=ckpt)
     return run_dir

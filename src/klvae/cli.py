@@ -182,6 +182,7 @@ def cmd_datasets(args: argparse.Namespace) -> None:
 
     for name, description in list_datasets():
         print(f"{name:16s} {description}")
+    print(f"{'PATH':16s} your own .npy / .npz / .csv file: --data path/to/file.npy")
 
 
 def cmd_models(args: argparse.Namespace) -> None:

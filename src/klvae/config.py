@@ -137,6 +137,8 @@ def _coerce(cls: type, name: str, value: Any) -> Any:
     default = next(f for f in fields(cls) if f.name == name)
     kind = default.type
     if value is None:
+        if "None" not in kind:
+            raise KlvaeError(f"{name} must be of type {kind}; got null")
         return None
     try:
         if kind == "int" and not isinstance(value, bool):

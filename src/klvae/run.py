@@ -23,14 +23,20 @@ from klvae.errors import KlvaeError
 from klvae.models import ModelSpec, build_model
 
 CONFIG, WEIGHTS, SPEC, METRICS = "config.yaml", "model.safetensors", "model.json", "metrics.csv"
+INTEGER_COLUMNS = ("epoch", "step", "active_units", "skipped_steps")
+UMASK = os.umask(0o022)
+os.umask(UMASK)
 
 
 def atomic_write(path: str | Path, data: bytes | str) -> Path:
     """Write ``data`` to ``path`` through a temporary file and ``os.replace``."""
     path = Path(path)
+    if path.is_dir():
+        raise KlvaeError(f"{path} is a directory; give a file name to write, e.g. {path / 'out.png'}")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp creates 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as fh:
             fh.write(data.encode() if isinstance(data, str) else data)
             fh.flush()
@@ -53,10 +59,14 @@ def save_config(run_dir: Path, config: TrainConfig) -> None:
     atomic_write(run_dir / CONFIG, yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
+def save_spec(run_dir: Path, spec: ModelSpec) -> None:
+    atomic_write(run_dir / SPEC, json.dumps(spec.to_dict(), indent=2))
+
+
 def save_model(run_dir: Path, model: torch.nn.Module, spec: ModelSpec) -> None:
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(run_dir / WEIGHTS, save(state))
-    atomic_write(run_dir / SPEC, json.dumps(spec.to_dict(), indent=2))
+    save_spec(run_dir, spec)
 
 
 def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
@@ -76,7 +86,10 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:
     if not path.is_file():
         return []
     with path.open() as fh:
-        return [{k: float(v) if v not in ("", None) else float("nan") for k, v in row.items()} for row in csv.DictReader(fh)]
+        rows = [{k: float(v) if v not in ("", None) else float("nan") for k, v in row.items()} for row in csv.DictReader(fh)]
+    for row in rows:
+        row.update({k: int(row[k]) for k in INTEGER_COLUMNS if k in row and row[k] == row[k]})
+    return rows
 
 
 def check_run_dir(run_dir: str | Path) -> Path:

@@ -3,10 +3,12 @@ in-memory tensor by indexing, and :func:`fit`, which ties data, model and run di
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from pathlib import Path
 
 import lightning as L
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -140,6 +142,9 @@ def resolve_likelihood(requested: str, dataset) -> str:
     return requested
 
 
+CLUSTER_VARIABLES = ("MASTER_ADDR", "NODE_RANK", "WORLD_SIZE", "SLURM_NTASKS", "TORCHELASTIC_RUN_ID")
+
+
 def quiet_lightning() -> None:
     """Keep Lightning's start-up banners and tips out of the user's terminal (warnings stay)."""
     for name in ("lightning.pytorch", "lightning.fabric"):
@@ -148,6 +153,7 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
     # epoch metrics are gathered across ranks by hand (all_gather) before they are logged
     warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
+    warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
 
 
 def build_trainer(config, run_dir: Path, callbacks: list) -> L.Trainer:
@@ -159,9 +165,22 @@ def build_trainer(config, run_dir: Path, callbacks: list) -> L.Trainer:
     if config.patience:
         callbacks.append(EarlyStopping(monitor="val_elbo", mode="max", patience=config.patience))
     devices = config.devices if config.devices == "auto" else int(config.devices)
-    return L.Trainer(
-        max_epochs=config.epochs, accelerator=config.accelerator, devices=devices,
-        num_nodes=config.num_nodes, strategy=config.strategy, callbacks=callbacks, logger=False,
-        default_root_dir=run_dir, enable_progress_bar=config.progress, enable_model_summary=False,
-        num_sanity_val_steps=0, deterministic=False,
-    )
+    if config.num_nodes > 1 and not any(v in os.environ for v in CLUSTER_VARIABLES):
+        raise KlvaeError(
+            f"num_nodes={config.num_nodes} needs a cluster launch (torchrun, SLURM, or MASTER_ADDR/NODE_RANK/"
+            "WORLD_SIZE set on every node); start klvae that way or use --num-nodes 1"
+        )
+    try:
+        return L.Trainer(
+            max_epochs=config.epochs, accelerator=config.accelerator, devices=devices,
+            num_nodes=config.num_nodes, strategy=config.strategy, callbacks=callbacks, logger=False,
+            default_root_dir=run_dir, enable_progress_bar=config.progress, enable_model_summary=False,
+            num_sanity_val_steps=0, deterministic=False,
+        )
+    except (ValueError, RuntimeError, ImportError, MisconfigurationException) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise KlvaeError(
+            f"cannot set up training on accelerator={config.accelerator}, devices={config.devices}, "
+            f"strategy={config.strategy}, num_nodes={config.num_nodes}: {first[:300]}; "
+            "check --accelerator/--devices/--strategy/--num-nodes"
+        ) from None

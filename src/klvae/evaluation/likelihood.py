@@ -32,6 +32,8 @@ def evaluate_model(model, x: torch.Tensor, iwae_k: int = 1000, batch_size: int |
     importance samples (positive, nats per data point), and active units, for x: (N, *event)."""
     if iwae_k < 1:
         raise KlvaeError(f"iwae_k must be a positive integer; got {iwae_k}")
+    if batch_size is not None and batch_size < 1:
+        raise KlvaeError(f"batch_size must be a positive integer; got {batch_size}")
     model.eval()
     device = next(model.parameters()).device
     batch, chunk = plan_batches(len(x), math.prod(x.shape[1:]), iwae_k, batch_size)
