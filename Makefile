@@ -20,8 +20,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# BENCH_PYTHON: an environment that also has pythae (see benchmarks/README.md) to compare with it
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_train.py
+	$(or $(BENCH_PYTHON),$(BIN)/python) benchmarks/bench_train.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) runs

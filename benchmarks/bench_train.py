@@ -1,11 +1,6 @@
-"""Speed benchmark: training throughput and IWAE evaluation throughput on MNIST.
-
-Training: an MLP VAE 784-512-512-32 (Gaussian encoder, Bernoulli decoder on logits, dynamic
-binarisation, batch 100, Adam lr 1e-3) trained by ``klvae.fit``, by a plain PyTorch loop of the
-same model and, when ``import pythae`` works, by pythae's BaseTrainer. Each contestant trains the
-same number of timed batches after a warm-up, in interleaved rounds; only training steps are
-timed (no validation, no file writing). Evaluation: IWAE with K=1000 on the first test images,
-``klvae.evaluation.evaluate_model`` against pythae's ``VAE.get_nll``.
+"""Speed benchmark on MNIST: training samples/s of klvae.fit against a plain PyTorch loop of the
+same VAE and pythae (when installed), and IWAE (K=1000) points/s of klvae's evaluate_model against
+pythae's get_nll. Contestants run in interleaved rounds; each figure is the median over rounds.
 
     python benchmarks/bench_train.py [--data-dir DIR] [--quick] [--out runs/bench/bench.json]
 """
@@ -14,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -22,104 +17,102 @@ from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # pythae's trainer always draws a progress bar
 
-import lightning as L
-import torch
+import torch  # noqa: E402
 
-import klvae
-from klvae.data import load_dataset
-from klvae.errors import KlvaeError
-from klvae.evaluation import evaluate_model
+import klvae  # noqa: E402
+from klvae.data import load_dataset  # noqa: E402
+from klvae.errors import KlvaeError  # noqa: E402
+from klvae.evaluation import evaluate_model  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from contestants import PYTHAE, plain_train, pythae_model, pythae_nll, pythae_train  # noqa: E402
+from contestants import BATCH, PYTHAE, klvae_bf16_train, klvae_train, plain_train, pythae_model, pythae_nll, pythae_train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-HIDDEN, LATENT, BATCH, LR, IWAE_K = [512, 512], 32, 100, 1e-3, 1000
-# (rounds, warm-up batches, timed batches per round, IWAE test points)
-SIZES = {"normal": (2, 20, 270, 200), "quick": (2, 5, 40, 50)}
+IWAE_K = 1000
+# rounds, warm-up batches, timed batches per round, IWAE test points, IWAE rounds
+SIZES = {"normal": (5, 10, 100, 200, 3), "quick": (3, 5, 30, 50, 2)}
 
 
-class BatchTimer(L.Callback):
-    """Times training batches ``warmup`` .. ``warmup + n`` of the first epoch, then stops the run
-    (the validation and file writing that follow are outside the timed span)."""
-
-    def __init__(self, warmup: int, n: int):
-        self.warmup, self.n, self.seconds = warmup, n, None
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        if batch_idx == self.warmup - 1:
-            self.t0 = time.perf_counter()
-        elif batch_idx == self.warmup + self.n - 1:
-            self.seconds = time.perf_counter() - self.t0
-            trainer.should_stop = True
-
-
-def klvae_train(data_dir: str, warmup: int, n: int, out: Path) -> float:
-    """Seconds for n batches of ``klvae.fit`` (the run directory is left in ``out``)."""
-    timer = BatchTimer(warmup, n)
-    config = klvae.TrainConfig(data="mnist", data_dir=data_dir, net="mlp", hidden=HIDDEN, latent_dim=LATENT,
-                               batch_size=BATCH, lr=LR, epochs=1, progress=False, out=str(out))
-    klvae.fit(config, overwrite=True, callbacks=[timer])
-    return timer.seconds
+def busy_cores(seconds: float = 1.0) -> float | None:
+    """Cores that other processes kept busy over ``seconds``, from /proc/stat (None elsewhere)."""
+    try:
+        ticks = []
+        for wait in (seconds, 0):
+            with open("/proc/stat") as fh:
+                ticks.append([int(v) for v in fh.readline().split()[1:8]])
+            time.sleep(wait)
+    except OSError:
+        return None
+    d = [b - a for a, b in zip(*ticks)]
+    return (os.cpu_count() or 1) * (1 - (d[3] + d[4]) / max(sum(d), 1))  # 3, 4: idle, iowait
 
 
-def data_dir_default() -> str:
-    return os.environ.get("KLVAE_DATA") or str(ROOT.parent / "shared" / "data")
+def rate(count: int, fn, *args) -> float:
+    t = time.perf_counter()
+    fn(*args)
+    return count / (time.perf_counter() - t)
+
+
+def interleaved(fns: dict, rounds: int, unit: str, run) -> dict[str, list[float]]:
+    """rates[name][round] = run(fn); the order flips every round to cancel drift."""
+    rates: dict[str, list[float]] = {k: [] for k in fns}
+    for r in range(rounds):
+        for name in (list(fns) if r % 2 == 0 else list(fns)[::-1]):
+            rates[name].append(round(run(fns[name], r), 2))
+        print(f"  round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in rates.items()) + f" {unit}", flush=True)
+    return rates
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", default=data_dir_default(), help="folder holding mnist/ (default: $KLVAE_DATA, else ../shared/data)")
-    ap.add_argument("--quick", action="store_true", help="a short run (fewer batches and test points)")
-    ap.add_argument("--out", default="runs/bench/bench.json", help="JSON results file")
+    ap = argparse.ArgumentParser(description="klvae speed benchmark: training and IWAE throughput on MNIST")
+    ap.add_argument("--data-dir", default=os.environ.get("KLVAE_DATA") or str(ROOT.parent / "shared" / "data"),
+                    help="folder holding mnist/ (default: $KLVAE_DATA, else ../shared/data)")
+    ap.add_argument("--quick", action="store_true", help="a short run: fewer batches and test points")
+    ap.add_argument("--out", default="runs/bench/bench.json", help="JSON results file (default: %(default)s)")
     args = ap.parse_args(argv)
     try:
         data = load_dataset("mnist", args.data_dir, binarize="dynamic", val_fraction=0.1, seed=0)
     except KlvaeError as err:
-        print(f"bench: MNIST not found ({err})", file=sys.stderr)
+        print(f"bench: no MNIST in {args.data_dir} ({str(err).split(';')[0]}); pass --data-dir DIR or set KLVAE_DATA",
+              file=sys.stderr)
         return 2
-    rounds, warmup, n, n_eval = SIZES["quick" if args.quick else "normal"]
-    names = ["klvae", "plain"] + (["pythae"] if PYTHAE else [])
-    seconds: dict[str, float] = {k: 0.0 for k in names}
-    print(f"training: {rounds} rounds x {n} timed batches of {BATCH} (+{warmup} warm-up) per contestant, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    rounds, warmup, n, n_eval, eval_rounds = SIZES["quick" if args.quick else "normal"]
+    busy = busy_cores()  # other work on the machine makes every figure noisy
+    note = "" if busy is None else f"; {busy:.1f} cores busy before the start" + (" (noisy figures)" * (busy > 0.3))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores, "
+          f"pythae {PYTHAE or 'absent'}{note}")
+    print(f"training: {rounds} rounds x {n} timed batches of {BATCH} (+{warmup} warm-up) per contestant", flush=True)
+    trainers = {"klvae": klvae_train, "klvae-bf16": klvae_bf16_train, "plain": plain_train,
+                **({"pythae": pythae_train} if PYTHAE else {})}
     with tempfile.TemporaryDirectory() as tmp:
-        run_dir = Path(tmp) / "klvae"
-        for r in range(rounds):  # alternate the order to cancel drift
-            for name in (names if r % 2 == 0 else names[::-1]):
-                if name == "klvae":
-                    s = klvae_train(args.data_dir, warmup, n, run_dir)
-                elif name == "plain":
-                    s = plain_train(data.train, HIDDEN, LATENT, LR, BATCH, warmup, n, seed=r)
-                else:
-                    s = pythae_train(data.train, HIDDEN, LATENT, LR, BATCH, warmup, n, Path(tmp) / "pythae", seed=r)
-                seconds[name] += s
-                print(f"  round {r + 1} {name:7s} {n * BATCH / s:9.0f} samples/s", flush=True)
-        model = klvae.load(run_dir)
-    train = {k: rounds * n * BATCH / s for k, s in seconds.items()}
+        train = interleaved(trainers, rounds, "samples/s",
+                            lambda fn, r: n * BATCH / fn(data, args.data_dir, warmup, n, Path(tmp), r))
+        model = klvae.load(Path(tmp) / "klvae")
 
     x = data.test[:n_eval]
-    print(f"IWAE K={IWAE_K} on {n_eval} test points (the klvae-trained networks)", flush=True)
+    print(f"IWAE K={IWAE_K}: {eval_rounds} rounds over the first {n_eval} test points (klvae's trained nets)",
+          flush=True)
     evals = {"klvae": lambda xs: evaluate_model(model, xs, iwae_k=IWAE_K)}
     if PYTHAE:
-        other = pythae_model(model, HIDDEN, LATENT)
-        evals["pythae"] = lambda xs: pythae_nll(other, xs, IWAE_K)
-    points = {}
-    for name, fn in evals.items():
+        twin = pythae_model(model)
+        evals["pythae"] = lambda xs: pythae_nll(twin, xs, IWAE_K)
+    for fn in evals.values():
         fn(x[:2])  # warm-up
-        t = time.perf_counter()
-        fn(x)
-        points[name] = n_eval / (time.perf_counter() - t)
+    iwae = interleaved(evals, eval_rounds, "points/s", lambda fn, r: rate(n_eval, fn, x))
 
-    ratio = lambda d, a, b: d[a] / d[b] if b in d else None  # noqa: E731
+    med = {"train_samples_per_s": {k: round(statistics.median(v), 1) for k, v in train.items()},
+            "iwae_points_per_s": {k: round(statistics.median(v), 2) for k, v in iwae.items()}}
+    tr, ev = med["train_samples_per_s"], med["iwae_points_per_s"]
     results = {
-        "quick": args.quick, "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
-        "pythae": PYTHAE, "batch_size": BATCH, "timed_samples": rounds * n * BATCH, "iwae_k": IWAE_K,
-        "iwae_points": n_eval, "train_samples_per_s": train, "iwae_points_per_s": points,
-        "ratios": {"train_klvae_over_plain": ratio(train, "klvae", "plain"),
-                   "train_klvae_over_pythae": ratio(train, "klvae", "pythae"),
-                   "iwae_klvae_over_pythae": ratio(points, "klvae", "pythae")},
+        "quick": args.quick, "torch": torch.__version__, "threads": torch.get_num_threads(), "cores": os.cpu_count(),
+        "pythae": PYTHAE, "busy_cores_before": busy and round(busy, 2), "batch_size": BATCH,
+        "timed_samples_per_round": n * BATCH, "iwae_k": IWAE_K, "iwae_points": n_eval, **med,
+        "rounds": {"train": train, "iwae": iwae},
+        "ratios": {"train_klvae_over_plain": round(tr["klvae"] / tr["plain"], 3),
+                   "train_klvae_over_pythae": round(tr["klvae"] / tr["pythae"], 3) if PYTHAE else None,
+                   "train_klvae_bf16_over_pythae": round(tr["klvae-bf16"] / tr["pythae"], 3) if PYTHAE else None,
+                   "train_klvae_bf16_over_plain": round(tr["klvae-bf16"] / tr["plain"], 3),
+                   "iwae_klvae_over_pythae": round(ev["klvae"] / ev["pythae"], 3) if PYTHAE else None},
     }
     report(results)
     out = Path(args.out)
@@ -132,18 +125,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report(res: dict) -> None:
-    """The table on stdout."""
-    rows = [("train samples/s", res["train_samples_per_s"]), (f"IWAE K={res['iwae_k']} points/s", res["iwae_points_per_s"])]
-    print(f"\n{'':26s}{'klvae':>10s}{'plain':>10s}{'pythae':>10s}")
-    for label, vals in rows:
-        cells = "".join(f"{vals[k]:10.1f}" if k in vals else f"{'-':>10s}" for k in ("klvae", "plain", "pythae"))
-        print(f"{label:26s}{cells}")
+    names = ("klvae", "klvae-bf16", "plain", "pythae")
+    print(f"\n{'median of rounds':28s}" + "".join(f"{k:>12s}" for k in names))
+    for label, key in (("train samples/s", "train_samples_per_s"), (f"IWAE K={IWAE_K} points/s", "iwae_points_per_s")):
+        cells = (f"{res[key][k]:12.1f}" if k in res[key] else f"{'-':>12s}" for k in names)
+        print(f"{label:28s}" + "".join(cells))
     r = res["ratios"]
-    fmt = lambda v: f"{v:.2f}x" if v is not None else "n/a"  # noqa: E731
-    print(f"\ntraining  klvae/plain  {fmt(r['train_klvae_over_plain'])}")
+    print(f"\ntraining  klvae/plain        {r['train_klvae_over_plain']:.2f}x")
+    print(f"training  klvae-bf16/plain   {r['train_klvae_bf16_over_plain']:.2f}x")
     if res["pythae"]:
-        print(f"training  klvae/pythae {fmt(r['train_klvae_over_pythae'])}   (target >= 1.5x)")
-        print(f"IWAE      klvae/pythae {fmt(r['iwae_klvae_over_pythae'])}   (target >= 2x)")
+        print(f"training  klvae/pythae       {r['train_klvae_over_pythae']:.2f}x   (target >= 1.5x)")
+        print(f"training  klvae-bf16/pythae  {r['train_klvae_bf16_over_pythae']:.2f}x   (bfloat16 matrix products)")
+        print(f"IWAE      klvae/pythae       {r['iwae_klvae_over_pythae']:.2f}x   (target >= 2x)")
     else:
         print("pythae: not installed (pip install pythae to compare)")
 

@@ -78,3 +78,12 @@ def test_ddp_on_two_cpu_processes_shards_the_data(tmp_path):
     assert rows[-1]["step"] < 2 * single_process_steps
     assert done.stdout.count("trained vae") == 1
     assert (out / "model.safetensors").is_file()
+
+
+def test_bf16_mixed_precision_trains_to_finite_figures_and_saves_float32_weights(tmp_path):
+    run = klvae.fit({"data": "digits", "epochs": 3, "precision": "bf16-mixed", "progress": False, "out": str(tmp_path)})
+    rows = read_metrics(run)
+    assert len(rows) == 3 and all(abs(r["val_elbo"]) < 1e3 for r in rows)
+    assert rows[-1]["val_elbo"] > rows[0]["val_elbo"]
+    model = klvae.load(run)
+    assert all(p.dtype == torch.float32 for p in model.parameters())

@@ -105,7 +105,7 @@ def fit(config: TrainConfig | dict[str, Any] | str | Path, overwrite: bool = Fal
         model = build_model(spec)
     except ValueError as err:
         raise KlvaeError(f"{err}; use --net mlp") from None
-    task = VAETask(model, config, dynamic_binarization=data.binarize == "dynamic")
+    task = VAETask(model, config, train_batch=data.train_batch)
     callbacks = [RunDirectory(run_dir, spec, resume=config.resume), Pictures(run_dir, data.test, config.seed),
                  *(callbacks or [])]
     trainer = build_trainer(config, run_dir, callbacks)

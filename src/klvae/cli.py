@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from dataclasses import fields
+from pathlib import Path
 
 from klvae.config import TrainConfig
 from klvae.errors import KlvaeError
@@ -82,14 +83,13 @@ def build_parser() -> Parser:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from klvae.api import fit, is_primary_process
-    from klvae.run import load_config, read_metrics
+    from klvae.run import CONFIG, read_metrics
 
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     if args.config:
         config = TrainConfig.from_yaml(args.config, **given)
-    elif given.get("resume") and "out" in given:  # continue the stored run; flags override it
-        stored = load_config(given["out"]) if _has_config(given["out"]) else TrainConfig()
-        config = TrainConfig.from_dict({**stored.to_dict(), **given})
+    elif given.get("resume") and (Path(given.get("out", "")) / CONFIG).is_file():
+        config = TrainConfig.from_yaml(Path(given["out"]) / CONFIG, **given)  # the stored run; flags override it
     else:
         config = TrainConfig.from_dict(given)
     run_dir = fit(config, overwrite=args.overwrite)
@@ -102,12 +102,6 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"trained {config.model} on {config.data} into {run_dir}: {len(rows)} epochs, best val ELBO "
           f"{best:.3f} nats, val KL {last.get('val_kl', float('nan')):.3f} nats, active units "
           f"{int(last.get('active_units', 0))}/{config.latent_dim}")
-
-
-def _has_config(run_dir: str) -> bool:
-    from pathlib import Path
-
-    return (Path(run_dir) / "config.yaml").is_file()
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:

@@ -18,6 +18,7 @@ CHOICES = {
     "activation": ("relu", "tanh", "elu", "gelu"),
     "kl_estimator": ("auto", "analytic", "mc"),
     "accelerator": ("auto", "cpu", "gpu", "cuda", "mps", "tpu"),
+    "precision": ("32-true", "bf16-mixed", "16-mixed"),
 }
 
 
@@ -59,6 +60,7 @@ class TrainConfig:
     devices: str = "auto"
     num_nodes: int = 1
     strategy: str = "auto"
+    precision: str = "32-true"  # Lightning's; "bf16-mixed" runs the matrix products in bfloat16
     progress: bool = True
     # outputs
     out: str = "runs/default"

@@ -50,11 +50,11 @@ class VAETask(L.LightningModule):
     ``max_bad_steps`` consecutive ones stop the run with a message naming the step.
     """
 
-    def __init__(self, model: torch.nn.Module, config, dynamic_binarization: bool):
+    def __init__(self, model: torch.nn.Module, config, train_batch=None):
         super().__init__()
         self.model = model
         self.config = config
-        self.dynamic = dynamic_binarization
+        self.train_batch = train_batch  # x -> what the model trains on (e.g. a fresh binarisation)
         self.automatic_optimization = False
         self.bad_in_a_row = 0
         self.skipped_steps = 0
@@ -69,8 +69,8 @@ class VAETask(L.LightningModule):
         self.train_sums = torch.zeros(4, device=self.device)
 
     def training_step(self, x: torch.Tensor, batch_idx: int) -> None:
-        if self.dynamic:
-            x = torch.bernoulli(x)  # a fresh binarisation of the grey images every step
+        if self.train_batch is not None:
+            x = self.train_batch(x)
         cfg = self.config
         terms = elbo(self.model, x, cfg.kl_estimator, cfg.kl_samples)
         loss = terms.loss(cfg.beta)
@@ -173,7 +173,8 @@ def build_trainer(config, run_dir: Path, callbacks: list) -> L.Trainer:
     try:
         return L.Trainer(
             max_epochs=config.epochs, accelerator=config.accelerator, devices=devices,
-            num_nodes=config.num_nodes, strategy=config.strategy, callbacks=callbacks, logger=False,
+            num_nodes=config.num_nodes, strategy=config.strategy, precision=config.precision,
+            callbacks=callbacks, logger=False,
             default_root_dir=run_dir, enable_progress_bar=config.progress, enable_model_summary=False,
             num_sanity_val_steps=0, deterministic=False,
         )
@@ -181,6 +182,6 @@ def build_trainer(config, run_dir: Path, callbacks: list) -> L.Trainer:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise KlvaeError(
             f"cannot set up training on accelerator={config.accelerator}, devices={config.devices}, "
-            f"strategy={config.strategy}, num_nodes={config.num_nodes}: {first[:300]}; "
-            "check --accelerator/--devices/--strategy/--num-nodes"
+            f"strategy={config.strategy}, num_nodes={config.num_nodes}, precision={config.precision}: "
+            f"{first[:300]}; check --accelerator/--devices/--strategy/--num-nodes/--precision"
         ) from None

@@ -15,6 +15,13 @@ EVAL_BINARIZE_SEED = 0  # val and test of a "dynamic" data set are drawn once wi
 STATIC_THRESHOLD = 0.5
 
 
+def bernoulli_draw(p: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One Bernoulli(p) draw per element, as ``u < p`` with u ~ U[0, 1): the same distribution as
+    ``torch.bernoulli`` at a fraction of its cost on the CPU, which matters once per training step."""
+    u = torch.rand(p.shape, generator=generator, device=p.device, dtype=p.dtype)
+    return (u < p).to(p.dtype)
+
+
 @dataclass(repr=False)
 class Dataset:
     """Train / val / test tensors of one data set, held in memory.
@@ -48,7 +55,7 @@ class Dataset:
         generator must live on x's device (None: torch's default generator).
         """
         if self.binarize == "dynamic":
-            return torch.bernoulli(x, generator=generator)
+            return bernoulli_draw(x, generator)
         return x
 
     def __repr__(self) -> str:

@@ -55,7 +55,7 @@ def image_grid(x: torch.Tensor, rows: int | None = None, pad: int = 1) -> np.nda
 
 def save_grid(path: str | Path, x: torch.Tensor, rows: int | None = None) -> Path:
     grid = image_grid(x, rows)
-    scale = max(1, 256 // max(grid.shape[:2]))
+    scale = max(1, 600 // max(grid.shape[:2]))  # small images (8x8 digits) are blown up to be seen
     big = np.kron(grid, np.ones((scale, scale) + (1,) * (grid.ndim - 2), dtype=grid.dtype))
     return atomic_save(path, lambda buf: plt.imsave(buf, big, cmap="gray", vmin=0, vmax=1, format="png"))
 
