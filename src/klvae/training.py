@@ -1,5 +1,5 @@
 """Training with Lightning: a thin LightningModule around the objective, loaders that batch an
-in-memory tensor by indexing, and :func:`fit`, which ties data, model and run directory together."""
+in-memory tensor by indexing, and the Trainer that runs them (:func:`klvae.fit` ties it together)."""
 from __future__ import annotations
 
 import logging
@@ -8,8 +8,8 @@ import warnings
 from pathlib import Path
 
 import lightning as L
-from lightning.fabric.utilities.exceptions import MisconfigurationException
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from torch.utils.data import DataLoader, Dataset
 
 from klvae.diagnostics import active_units
