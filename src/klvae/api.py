@@ -97,7 +97,8 @@ def fit(config: TrainConfig | dict[str, Any] | str | Path, overwrite: bool = Fal
         event_shape=list(data.event_shape), latent_dim=config.latent_dim, hidden=list(config.hidden),
         net=pick_net(tuple(data.event_shape), config.net), activation=config.activation,
         likelihood=resolve_likelihood(config.likelihood, data), decoder_scale=config.decoder_scale,
-        min_scale=config.min_scale, model=config.model,
+        min_scale=config.min_scale, model=config.model, latent=config.latent, prior=config.prior,
+        prior_components=config.prior_components, sparsity=config.sparsity,
     )
     if config.resume:
         check_resumable(run_dir, spec)
@@ -105,6 +106,8 @@ def fit(config: TrainConfig | dict[str, Any] | str | Path, overwrite: bool = Fal
         model = build_model(spec)
     except ValueError as err:
         raise KlvaeError(f"{err}; use --net mlp") from None
+    if spec.prior == "vamp" and not config.resume:
+        model.learned_prior.init_from(data.train[: spec.prior_components])
     task = VAETask(model, config, train_batch=data.train_batch)
     callbacks = [RunDirectory(run_dir, spec, resume=config.resume), Pictures(run_dir, data.test, config.seed),
                  *(callbacks or [])]

@@ -52,8 +52,7 @@ def write_pictures(run_dir: Path, model, x: torch.Tensor, seed: int) -> None:
     model.eval()
     if drawable(x.shape[1:]):
         x = x[:16].to(next(model.parameters()).device)
-        g = torch.Generator().manual_seed(seed)
-        save_grid(run_dir / "samples.png", sample(model, 64, g))
+        save_grid(run_dir / "samples.png", sample(model, 64, seed))
         save_grid(run_dir / "reconstructions.png", torch.cat([x, reconstruct(model, x)]), rows=2)
         save_grid(run_dir / "interpolation.png", interpolate(model, x[0], x[1], 10), rows=1)
     rows = read_metrics(run_dir)

@@ -128,14 +128,12 @@ def _run_data(args: argparse.Namespace):
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    import torch
-
     from klvae.generation import sample
     from klvae.report.plots import save_grid
     from klvae.run import load
 
     model = load(args.run)
-    x = sample(model, args.n, torch.Generator().manual_seed(args.seed))
+    x = sample(model, args.n, args.seed)
     print(f"wrote {save_grid(args.out, x)}")
 
 

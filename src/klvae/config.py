@@ -19,6 +19,8 @@ CHOICES = {
     "kl_estimator": ("auto", "analytic", "mc"),
     "accelerator": ("auto", "cpu", "gpu", "cuda", "mps", "tpu"),
     "precision": ("32-true", "bf16-mixed", "16-mixed"),
+    "latent": ("gaussian", "vmf", "power-spherical", "von-mises", "spike-slab"),
+    "prior": ("standard", "mog", "vamp"),
 }
 
 
@@ -44,6 +46,10 @@ class TrainConfig:
     likelihood: str = "auto"  # auto: bernoulli for binary/binarised data, else gaussian
     decoder_scale: float | None = None  # Gaussian likelihood: fixed scale, None = learned per pixel
     min_scale: float = 1e-4  # floor added to softplus scales; keeps log q finite when sigma -> 0
+    latent: str = "gaussian"  # gaussian | vmf | power-spherical | von-mises | spike-slab
+    prior: str = "standard"  # standard (the family's own) | mog | vamp (Gaussian latents)
+    prior_components: int = 10  # mixture components (mog) or pseudo-inputs (vamp)
+    sparsity: float = 0.5  # spike-slab prior: probability that a latent dimension is on
     # objective
     beta: float = 1.0
     kl_estimator: str = "auto"
@@ -76,13 +82,18 @@ class TrainConfig:
             if value not in allowed:
                 raise KlvaeError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
         _positive_int(self, "latent_dim", "epochs", "batch_size", "kl_samples", "num_nodes",
-                      "iwae_k", "max_bad_steps")
+                      "iwae_k", "max_bad_steps", "prior_components")
+        from klvae.latents import check_combination
+
+        check_combination(self.latent, self.prior)
         if not isinstance(self.hidden, list) or not self.hidden or any(
             not isinstance(h, int) or isinstance(h, bool) or h < 1 for h in self.hidden
         ):
             raise KlvaeError(f"hidden must be a list of positive layer widths like [256, 256]; got {self.hidden!r}")
-        for name in ("beta", "lr", "min_scale", "val_fraction"):
+        for name in ("beta", "lr", "min_scale", "val_fraction", "sparsity"):
             _number(self, name)
+        if not 0 < self.sparsity < 1:
+            raise KlvaeError(f"sparsity must be in (0, 1); got {self.sparsity}")
         if self.beta < 0:
             raise KlvaeError(f"beta must be >= 0; got {self.beta}")
         if not 0 < self.lr < 10:

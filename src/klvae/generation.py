@@ -7,21 +7,22 @@ from klvae.errors import KlvaeError
 
 
 @torch.no_grad()
-def sample(model, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Decoder means E[x|z] for n draws z ~ p(z): (n, *event_shape)."""
+def sample(model, n: int, seed: int = 0) -> torch.Tensor:
+    """Decoder means E[x|z] for n draws z ~ p(z) (any prior family): (n, *event_shape).
+    The draw is reproducible from ``seed`` and leaves torch's global random state untouched."""
     if n < 1:
         raise KlvaeError(f"number of samples must be a positive integer; got {n}")
-    prior = model.prior()
-    device = prior.mean.device
-    eps = torch.randn((n, model.latent_dim), generator=generator, device="cpu").to(device)
-    z = prior.mean + prior.stddev * eps  # the Gaussian prior, sampled with the caller's generator
+    device = next(model.parameters()).device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        z = model.prior().sample((n,))
     return model.decode(z).mean
 
 
 @torch.no_grad()
 def reconstruct(model, x: torch.Tensor) -> torch.Tensor:
-    """Decoder means at the posterior means: x: (N, *event) -> (N, *event)."""
-    return model.decode(model.encode(x).mean).mean
+    """Decoder means at a representative latent point of q(z|x): x: (N, *event) -> (N, *event)."""
+    return model.decode(model.family.point(model.encode(x))).mean
 
 
 def lerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -53,7 +54,7 @@ def interpolate(model, xa: torch.Tensor, xb: torch.Tensor, steps: int, spherical
     (steps, *event), endpoints included."""
     if steps < 2:
         raise KlvaeError(f"steps must be at least 2; got {steps}")
-    za, zb = model.encode(torch.stack([xa, xb])).mean
+    za, zb = model.family.point(model.encode(torch.stack([xa, xb])))
     t = torch.linspace(0, 1, steps, device=za.device)
-    path = (slerp if spherical else lerp)(za, zb, t)
-    return model.decode(path).mean
+    return model.decode(model.family.path(za, zb, t, spherical)).mean
+

@@ -1,4 +1,9 @@
-"""The Gaussian VAE: encoder x -> q(z|x), prior p(z), decoder z -> p(x|z), all distributions."""
+"""The VAE: encoder x -> q(z|x), prior p(z), decoder z -> p(x|z), all distributions.
+
+The latent family (Gaussian, vMF, Power Spherical, von Mises, spike-and-slab) and the prior
+(the family's standard one, a learned mixture of Gaussians, or a VampPrior) are options of the
+spec; nothing else in the library depends on which they are.
+"""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
@@ -8,7 +13,7 @@ import torch.nn as nn
 from torch.distributions import Distribution
 
 from klvae.errors import KlvaeError
-from klvae.distributions.gaussian import diagonal_normal, scale_from_raw, standard_normal
+from klvae.latents import check_combination, make_latent
 from klvae.likelihoods import make_likelihood
 from klvae.nets import make_decoder, make_encoder
 
@@ -25,6 +30,10 @@ class ModelSpec:
     likelihood: str = "bernoulli"  # "bernoulli" | "gaussian" (already resolved)
     decoder_scale: float | None = None
     min_scale: float = 1e-4
+    latent: str = "gaussian"
+    prior: str = "standard"
+    prior_components: int = 10  # mixture components (mog) or pseudo-inputs (vamp)
+    sparsity: float = 0.5  # spike-and-slab prior: probability that a dimension is on
     model: str = "vae"
 
     def to_dict(self) -> dict:
@@ -37,32 +46,49 @@ class ModelSpec:
 
 
 class VAE(nn.Module):
-    """x: (N, *event_shape) -> q(z|x) over z: (N, D); z: (*S, D) -> p(x|z) with batch (*S)."""
+    """x: (N, *event_shape) -> q(z|x) with batch (N,); z: (*S, D) -> p(x|z) with batch (*S)."""
 
     def __init__(self, spec: ModelSpec):
         super().__init__()
+        check_combination(spec.latent, spec.prior)
         self.spec = spec
         self.event_shape = tuple(spec.event_shape)
         self.latent_dim = spec.latent_dim
-        self.encoder = make_encoder(spec.net, self.event_shape, spec.hidden, 2 * spec.latent_dim, spec.activation)
-        self.decoder = make_decoder(spec.net, self.event_shape, spec.hidden, spec.latent_dim, spec.activation)
+        self.family = make_latent(spec.latent, spec.latent_dim, spec.min_scale, spec.sparsity)
+        self.encoder = make_encoder(spec.net, self.event_shape, spec.hidden, self.family.params, spec.activation)
+        self.decoder = make_decoder(spec.net, self.event_shape, spec.hidden, self.family.decoder_dim, spec.activation)
         self.likelihood = make_likelihood(spec.likelihood, self.event_shape, spec.decoder_scale, spec.min_scale)
+        self.learned_prior = self._learned_prior(spec)
+
+    def _learned_prior(self, spec: ModelSpec) -> nn.Module | None:
+        if spec.prior == "standard":
+            return None
+        from klvae.priors import MixturePrior, VampPrior
+
+        if spec.prior == "mog":
+            return MixturePrior(spec.latent_dim, spec.prior_components)
+        return VampPrior(spec.latent_dim, spec.prior_components, self.event_shape, self.encode)
 
     def encode(self, x: torch.Tensor) -> Distribution:
-        """q(z|x): a diagonal Gaussian, batch_shape (N,), event_shape (D,)."""
+        """q(z|x): batch_shape (N,), event_shape (D,)."""
         if tuple(x.shape[1:]) != self.event_shape:
-            raise KlvaeError(f"x must have shape (N, {', '.join(map(str, self.event_shape))}); got {tuple(x.shape)}; reshape the data to the shape the model was trained on")
-        loc, raw_scale = self.encoder(x).chunk(2, dim=-1)
-        return diagonal_normal(loc, scale_from_raw(raw_scale, self.spec.min_scale))
+            raise KlvaeError(
+                f"x must have shape (N, {', '.join(map(str, self.event_shape))}); got {tuple(x.shape)}; "
+                "reshape the data to the shape the model was trained on"
+            )
+        return self.family.posterior(self.encoder(x))
 
     def decode(self, z: torch.Tensor) -> Distribution:
         """p(x|z) for z: (*S, D): batch_shape (*S), event_shape = the data's."""
         if z.shape[-1] != self.latent_dim:
             raise KlvaeError(f"z must have shape (..., {self.latent_dim}); got {tuple(z.shape)}")
         lead = z.shape[:-1]
-        out = self.decoder(z.reshape(-1, self.latent_dim))
+        h = self.family.decoder_input(z.reshape(-1, self.latent_dim))
+        out = self.decoder(h)
         return self.likelihood(out.view(*lead, *self.event_shape), len(self.event_shape))
 
     def prior(self) -> Distribution:
-        """p(z) = N(0, I_D)."""
-        return standard_normal(self.latent_dim, next(self.parameters()))
+        """p(z): the family's standard prior, or the learned one."""
+        if self.learned_prior is not None:
+            return self.learned_prior()
+        return self.family.prior(next(self.parameters()))
