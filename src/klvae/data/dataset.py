@@ -26,7 +26,8 @@ def bernoulli_draw(p: torch.Tensor, generator: torch.Generator | None = None) ->
 class Dataset:
     """Train / val / test tensors of one data set, held in memory.
 
-    train, val, test: (N, *event) float32 (grey images in [0, 1]); labels: (N,) int64 or None.
+    train, val, test: (N, *event) float32 (grey images in [0, 1]); labels: (N,) int64 class
+    labels, (N, F) float32 ground-truth factors (the angles of `pendulum` / `arm`), or None.
     binarize is the resolved mode: "dynamic" (train stays grey and is resampled per batch by
     `train_batch`; val and test were drawn once), "static" (all thresholded at 0.5) or "none".
     binary is True when the model should use a Bernoulli likelihood.
@@ -122,4 +123,8 @@ def _threshold(x: torch.Tensor) -> torch.Tensor:
 
 
 def _labels(y: np.ndarray | None) -> torch.Tensor | None:
-    return None if y is None else torch.from_numpy(np.asarray(y, dtype=np.int64).copy())
+    """Class labels as int64; real-valued ground truth (e.g. the angles of `pendulum`) as float32."""
+    if y is None:
+        return None
+    dtype = np.float32 if np.issubdtype(np.asarray(y).dtype, np.floating) else np.int64
+    return torch.from_numpy(np.asarray(y, dtype=dtype).copy())

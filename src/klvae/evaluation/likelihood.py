@@ -9,6 +9,7 @@ import torch
 
 from klvae.data import load_dataset
 from klvae.diagnostics import active_units
+from klvae.evaluation.directional import angle_recovery
 from klvae.errors import KlvaeError
 from klvae.objectives import elbo, iwae_bound
 from klvae.run import atomic_write, load, load_config
@@ -63,13 +64,18 @@ def evaluate_model(model, x: torch.Tensor, iwae_k: int = 1000, batch_size: int |
 
 def split_data(config, split: str, data_dir: str | None = None) -> torch.Tensor:
     """The evaluation copy of one split of a run's dataset (binarised once, deterministically)."""
+    return split_with_labels(config, split, data_dir)[0]
+
+
+def split_with_labels(config, split: str, data_dir: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(x, labels) of one split; labels are None when the data set has none."""
     if split not in SPLITS:
         raise KlvaeError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
     data = load_dataset(config.data, data_dir or config.data_dir, config.binarize, config.val_fraction, config.seed)
     x = getattr(data, split)
     if split == "train" and data.binarize == "dynamic":
         x = torch.bernoulli(x, generator=torch.Generator().manual_seed(0))
-    return x
+    return x, getattr(data, f"{split}_labels")
 
 
 def evaluate(run_dir: str | Path, split: str = "test", iwae_k: int = 1000, batch_size: int | None = None,
@@ -77,7 +83,9 @@ def evaluate(run_dir: str | Path, split: str = "test", iwae_k: int = 1000, batch
     """Evaluate a run directory on one split; also writes ``eval_<split>.json`` there."""
     config = load_config(run_dir)
     model = load(run_dir, device)
-    x = split_data(config, split, data_dir)
+    x, labels = split_with_labels(config, split, data_dir)
     result = {"split": split, **evaluate_model(model, x, iwae_k, batch_size, seed)}
+    if labels is not None and labels.is_floating_point():  # ground-truth angles (pendulum, arm)
+        result["circular_correlation"] = angle_recovery(model, x.to(device), labels)
     atomic_write(Path(run_dir) / f"eval_{split}.json", json.dumps(result, indent=2))
     return result
