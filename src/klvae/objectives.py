@@ -5,6 +5,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torch.distributions import Distribution
 
 from klvae.kl import kl
 
@@ -18,6 +19,7 @@ class ElboTerms:
     kl_per_dim: torch.Tensor | None  # (N, D) when the KL factorises, else None
     kl_method: str  # "analytic" or "mc"
     loc: torch.Tensor  # (N, D) posterior means, for active units
+    q: Distribution  # q(z|x) itself, for family-specific diagnostics
 
     @property
     def elbo(self) -> torch.Tensor:
@@ -34,7 +36,7 @@ def elbo(model, x: torch.Tensor, kl_estimator: str = "auto", kl_samples: int = 1
     z = q.rsample()  # (N, D)
     recon = model.decode(z).log_prob(x)
     k = kl(q, model.prior(), kl_estimator, kl_samples)
-    return ElboTerms(recon, k.value, k.per_dim, k.method, q.mean)
+    return ElboTerms(recon, k.value, k.per_dim, k.method, q.mean, q)
 
 
 def log_weights(model, x: torch.Tensor, k: int, q=None) -> torch.Tensor:

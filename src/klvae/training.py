@@ -12,7 +12,7 @@ import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from torch.utils.data import DataLoader, Dataset
 
-from klvae.diagnostics import active_units
+from klvae.diagnostics import active_units, off_fraction
 from klvae.errors import KlvaeError
 from klvae.objectives import elbo
 
@@ -100,7 +100,9 @@ class VAETask(L.LightningModule):
     def validation_step(self, x: torch.Tensor, batch_idx: int) -> None:
         terms = elbo(self.model, x, self.config.kl_estimator, self.config.kl_samples)
         per_dim = terms.kl_per_dim.sum(0) if terms.kl_per_dim is not None else None
-        self.val_parts.append((terms.elbo.sum(), terms.recon.sum(), terms.kl.sum(), len(x), per_dim, terms.loc))
+        off = off_fraction(terms.q)
+        self.val_parts.append((terms.elbo.sum(), terms.recon.sum(), terms.kl.sum(), len(x), per_dim, terms.loc,
+                               off.sum() if off is not None else None))
 
     def on_validation_epoch_end(self) -> None:
         parts, self.val_parts = self.val_parts, []
@@ -118,6 +120,10 @@ class VAETask(L.LightningModule):
                         "val_kl": (sums[2] / n).item(), "active_units": active_units(loc)}
         if per_dim is not None:
             self.val_row.update({f"kl_dim_{i}": v for i, v in enumerate((per_dim / n).tolist())})
+        if parts[0][6] is not None:  # spike-and-slab: expected fraction of dimensions switched off
+            off = torch.stack([p[6] for p in parts]).sum()
+            off = self.all_gather(off).sum() if self.trainer.world_size > 1 else off
+            self.val_row["val_off_fraction"] = (off / n).item()
         self.log("val_elbo", self.val_row["val_elbo"], prog_bar=True)
         self.log("val_kl", self.val_row["val_kl"], prog_bar=True)
 

@@ -1,5 +1,11 @@
 """Latent distributions. Each family is a ``torch.distributions.Distribution`` whose KLs are
-registered with ``torch.distributions.kl.register_kl``; the Gaussian is torch's own."""
+registered with ``torch.distributions.kl.register_kl`` (importing this package registers them);
+the Gaussian is torch's own."""
 from klvae.distributions.gaussian import diagonal_normal, scale_from_raw, standard_normal
+from klvae.distributions.spike_and_slab import SpikeAndSlab, switched_off_fraction
+from klvae.distributions.uniform import CircularUniform, HypersphericalUniform, log_sphere_area
 
-__all__ = ["diagonal_normal", "scale_from_raw", "standard_normal"]
+__all__ = [
+    "CircularUniform", "HypersphericalUniform", "SpikeAndSlab", "diagonal_normal", "log_sphere_area",
+    "scale_from_raw", "standard_normal", "switched_off_fraction",
+]

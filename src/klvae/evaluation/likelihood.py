@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from klvae.data import load_dataset
-from klvae.diagnostics import active_units
+from klvae.diagnostics import active_units, off_fraction
 from klvae.evaluation.directional import angle_recovery
 from klvae.errors import KlvaeError
 from klvae.objectives import elbo, iwae_bound
@@ -39,7 +39,7 @@ def evaluate_model(model, x: torch.Tensor, iwae_k: int = 1000, batch_size: int |
     device = next(model.parameters()).device
     batch, chunk = plan_batches(len(x), math.prod(x.shape[1:]), iwae_k, batch_size)
     sums = torch.zeros(4, dtype=torch.float64)  # elbo, recon, kl, log p(x)
-    per_dim, locs = None, []
+    per_dim, locs, off = None, [], []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for start in range(0, len(x), batch):
@@ -51,6 +51,8 @@ def evaluate_model(model, x: torch.Tensor, iwae_k: int = 1000, batch_size: int |
                 part = terms.kl_per_dim.sum(0).double().cpu()
                 per_dim = part if per_dim is None else per_dim + part
             locs.append(terms.loc.cpu())
+            if (part := off_fraction(terms.q)) is not None:
+                off.append(part.cpu())
     if not torch.isfinite(sums).all():
         raise KlvaeError("evaluation produced NaN/Inf; the model or the data hold non-finite values, retrain or check the data")
     n = len(x)
@@ -59,6 +61,8 @@ def evaluate_model(model, x: torch.Tensor, iwae_k: int = 1000, batch_size: int |
               "active_units": active_units(torch.cat(locs)), "n": n}
     if per_dim is not None:
         result["kl_per_dim"] = (per_dim / n).tolist()
+    if off:
+        result["off_fraction"] = torch.cat(off).mean().item()  # spike-and-slab: dimensions switched off
     return result
 
 
