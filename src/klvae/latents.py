@@ -20,9 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Distribution, Independent
 
-from klvae.distributions.gaussian import diagonal_normal, scale_from_raw, standard_normal
-from klvae.distributions.uniform import CircularUniform, HypersphericalUniform
+from klvae.distributions import (
+    CircularUniform, HypersphericalUniform, PowerSpherical, SpikeAndSlab, VonMises, VonMisesFisher,
+    diagonal_normal, scale_from_raw, standard_normal,
+)
 from klvae.errors import KlvaeError
+from klvae.generation import lerp, slerp
 
 LATENTS = ("gaussian", "vmf", "power-spherical", "von-mises", "spike-slab")
 PRIORS = ("standard", "mog", "vamp")
@@ -62,8 +65,6 @@ class Gaussian:
         return q.mean
 
     def path(self, za: torch.Tensor, zb: torch.Tensor, t: torch.Tensor, spherical: bool) -> torch.Tensor:
-        from klvae.generation import lerp, slerp
-
         return (slerp if spherical else lerp)(za, zb, t)
 
 
@@ -87,8 +88,6 @@ class Spherical(Gaussian):
         return q.loc  # the mode direction (the mean is shrunk towards 0 by A_d(kappa))
 
     def path(self, za, zb, t, spherical):  # always the great circle: the path that stays on S^{D-1}
-        from klvae.generation import slerp
-
         na, nb = F.normalize(za, dim=-1), F.normalize(zb, dim=-1)
         return F.normalize(slerp(na, nb, t), dim=-1)
 
@@ -101,8 +100,6 @@ class VonMisesAngles(Gaussian):
         self.params, self.decoder_dim = 3 * dim, 2 * dim
 
     def posterior(self, h: torch.Tensor) -> Distribution:
-        from klvae.distributions.von_mises import VonMises
-
         cos, sin, raw = h.chunk(3, dim=-1)
         return Independent(VonMises(torch.atan2(sin, cos), scale_from_raw(raw, self.min_scale)), 1)
 
@@ -128,15 +125,11 @@ class SpikeSlab(Gaussian):
         self.params, self.decoder_dim = 3 * dim, dim
 
     def posterior(self, h: torch.Tensor) -> Distribution:
-        from klvae.distributions.spike_and_slab import SpikeAndSlab
-
         loc, raw, logit = h.chunk(3, dim=-1)
         spike = torch.sigmoid(logit).clamp(1e-6, 1 - 1e-6)
         return Independent(SpikeAndSlab(loc, scale_from_raw(raw, self.min_scale), spike), 1)
 
     def prior(self, like: torch.Tensor) -> Distribution:
-        from klvae.distributions.spike_and_slab import SpikeAndSlab
-
         zeros = torch.zeros(self.dim, dtype=like.dtype, device=like.device)
         return Independent(SpikeAndSlab(zeros, torch.ones_like(zeros), torch.full_like(zeros, self.alpha)), 1)
 
@@ -146,12 +139,8 @@ def make_latent(name: str, dim: int, min_scale: float, sparsity: float = 0.5):
     if name == "gaussian":
         return Gaussian(dim, min_scale)
     if name == "vmf":
-        from klvae.distributions.von_mises_fisher import VonMisesFisher
-
         return Spherical(dim, min_scale, VonMisesFisher)
     if name == "power-spherical":
-        from klvae.distributions.power_spherical import PowerSpherical
-
         return Spherical(dim, min_scale, PowerSpherical)
     if name == "von-mises":
         return VonMisesAngles(dim, min_scale)
