@@ -24,9 +24,11 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(or $(BENCH_PYTHON),$(BIN)/python) benchmarks/bench_train.py $(BENCH_ARGS)
 
-# Gaussian vs vMF vs Power Spherical latents on MNIST, d = 2..40 (NLL and speed; ~15 min on 2 cores)
+# Gaussian vs vMF vs Power Spherical on MNIST, d = 2..40 (NLL, speed), and angle recovery on the
+# generated pendulum / arm images (~30 min on 2 cores)
 bench-latents: $(STAMP)
-	$(BIN)/python benchmarks/bench_latents.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/bench_latents.py
+	$(BIN)/python benchmarks/bench_angles.py
 
 clean:
 	rm -rf $(VENV) runs

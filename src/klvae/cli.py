@@ -178,10 +178,15 @@ def cmd_datasets(args: argparse.Namespace) -> None:
 
 
 def cmd_models(args: argparse.Namespace) -> None:
+    from klvae.latents import LATENTS, PRIORS
     from klvae.models import MODELS
 
     for name, description in MODELS.items():
         print(f"{name:16s} {description}")
+    for name, description in LATENTS.items():
+        print(f"{'--latent ' + name:24s} {description}")
+    for name, description in PRIORS.items():
+        print(f"{'--prior ' + name:24s} {description}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from klvae.errors import KlvaeError
+from klvae.latents import LATENTS, PRIORS, check_combination
 
 CHOICES = {
     "model": ("vae",),
@@ -19,8 +20,8 @@ CHOICES = {
     "kl_estimator": ("auto", "analytic", "mc"),
     "accelerator": ("auto", "cpu", "gpu", "cuda", "mps", "tpu"),
     "precision": ("32-true", "bf16-mixed", "16-mixed"),
-    "latent": ("gaussian", "vmf", "power-spherical", "von-mises", "spike-slab"),
-    "prior": ("standard", "mog", "vamp"),
+    "latent": tuple(LATENTS),
+    "prior": tuple(PRIORS),
 }
 
 
@@ -83,8 +84,6 @@ class TrainConfig:
                 raise KlvaeError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
         _positive_int(self, "latent_dim", "epochs", "batch_size", "kl_samples", "num_nodes",
                       "iwae_k", "max_bad_steps", "prior_components")
-        from klvae.latents import check_combination
-
         check_combination(self.latent, self.prior)
         if not isinstance(self.hidden, list) or not self.hidden or any(
             not isinstance(h, int) or isinstance(h, bool) or h < 1 for h in self.hidden

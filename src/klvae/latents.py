@@ -27,9 +27,19 @@ from klvae.distributions import (
 from klvae.errors import KlvaeError
 from klvae.generation import lerp, slerp
 
-LATENTS = ("gaussian", "vmf", "power-spherical", "von-mises", "spike-slab")
-PRIORS = ("standard", "mog", "vamp")
-PRIORS_OF = {"gaussian": PRIORS}  # the learned priors are mixtures of Gaussians: Gaussian latents only
+LATENTS = {
+    "gaussian": "diagonal Gaussian q(z|x), N(0, I) prior",
+    "vmf": "von Mises-Fisher on the sphere S^{D-1}, uniform prior (S-VAE)",
+    "power-spherical": "Power Spherical on S^{D-1}, uniform prior; rejection-free sampling",
+    "von-mises": "D angles, each von Mises, uniform prior on each circle",
+    "spike-slab": "spike-and-slab (sparse) posterior and prior, slab probability --sparsity",
+}
+PRIORS = {
+    "standard": "the latent family's own prior",
+    "mog": "learned mixture of --prior-components Gaussians (Gaussian latents)",
+    "vamp": "VampPrior with --prior-components learned pseudo-inputs (Gaussian latents)",
+}
+PRIORS_OF = {"gaussian": tuple(PRIORS)}  # the learned priors are mixtures of Gaussians: Gaussian latents only
 
 
 def check_combination(latent: str, prior: str) -> None:

@@ -6,7 +6,7 @@ alpha = (d-1)/2 + kappa, beta = (d-1)/2 and
 
     N(kappa, d) = 2^{alpha+beta} pi^beta Gamma(alpha) / Gamma(alpha+beta)
 
-(paper, eq. 5; substitute t = <loc, x> = 2u - 1 so that (1 + t)^kappa (1 - t^2)^{(d-3)/2} dt
+(substitute t = <loc, x> = 2u - 1 so that (1 + t)^kappa (1 - t^2)^{(d-3)/2} dt
 becomes a Beta(alpha, beta) kernel, times |S^{d-2}| = 2 pi^beta / Gamma(beta)). A draw is
 w = 2u - 1 with u ~ Beta(alpha, beta), v uniform on S^{d-2}, y = [w, sqrt(1 - w^2) v], and an
 orthogonal map taking e1 to loc. Beta draws carry torch's implicit reparameterisation gradients.
@@ -27,7 +27,7 @@ from klvae.errors import KlvaeError
 
 __all__ = ["PowerSpherical"]
 
-_UNIT_NORM_TOL = 1e-3  # |‖loc‖ - 1| allowed by argument validation (float32 encoders normalise to ~1e-7)
+_UNIT_NORM_TOL = 1e-3  # | |loc| - 1 | allowed by argument validation (float32 normalisation is good to ~1e-7)
 
 
 def _wide(x: torch.Tensor) -> torch.Tensor:
@@ -124,9 +124,9 @@ class PowerSpherical(Distribution):
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         """log p(value) = scale log(1 + <loc, value>) + log_normalizer(); value: (..., d) -> (...).
 
-        Evaluated as scale log(1 - |value - loc|^2 / 4) + (log_normalizer + scale log 2), equal on
-        the sphere, so that neither 1 - <loc, value> nor the sum of two terms of size kappa
-        cancels when kappa is large and value is near loc.
+        Evaluated as scale log(1 - |value - loc|^2 / 4) - (log N - scale log 2), equal on the
+        sphere, so that neither 1 - <loc, value> nor the sum of two terms of size kappa cancels
+        when kappa is large and value is near loc.
         """
         if self._validate_args:
             self._validate_sample(value)
@@ -134,30 +134,30 @@ class PowerSpherical(Distribution):
         # density of the nearest resolvable point, not log 0 (which happens in float32 at small kappa)
         eps = torch.finfo(value.dtype).eps
         quarter_sq_dist = ((value - self.loc) ** 2).sum(-1).div(4).clamp(max=1.0 - eps / 2)
-        return self.scale * torch.log1p(-quarter_sq_dist) + self._log_normalizer_plus_kappa_log2()
+        log_n_over_2_to_kappa = self._log_n_over_2_to_kappa().to(self.scale.dtype)
+        return self.scale * torch.log1p(-quarter_sq_dist) - log_n_over_2_to_kappa
 
-    def _log_normalizer_plus_kappa_log2(self) -> torch.Tensor:
-        """-log N + kappa log 2 = -[2 beta log 2 + beta log pi + lgamma(alpha) - lgamma(alpha+beta)], wide."""
+    def _log_n_over_2_to_kappa(self) -> torch.Tensor:
+        """log N - kappa log 2 = 2 beta log 2 + beta log pi + lgamma(alpha) - lgamma(alpha + beta), wide."""
         alpha, beta = self._alpha_beta()
-        log_n = 2 * beta * math.log(2) + beta * math.log(math.pi) + torch.lgamma(alpha) - torch.lgamma(alpha + beta)
-        return (-log_n).to(self.scale.dtype)
+        constant = 2 * beta * math.log(2) + beta * math.log(math.pi)
+        return constant + torch.lgamma(alpha) - torch.lgamma(alpha + beta)
 
     def log_normalizer(self) -> torch.Tensor:
-        """-log N = -[(alpha+beta) log 2 + beta log pi + lgamma(alpha) - lgamma(alpha+beta)]; shape batch_shape."""
-        alpha, beta = self._alpha_beta()
-        log_n = (alpha + beta) * math.log(2) + beta * math.log(math.pi) + torch.lgamma(alpha) - torch.lgamma(alpha + beta)
+        """-log N = -[(alpha+beta) log 2 + beta log pi + lgamma(alpha) - lgamma(alpha+beta)]: batch_shape."""
+        log_n = self._log_n_over_2_to_kappa() + _wide(self.scale) * math.log(2)
         return (-log_n).to(self.scale.dtype)
 
     def entropy(self) -> torch.Tensor:
         """H = -log_normalizer - kappa (log 2 + digamma(alpha) - digamma(alpha + beta)); shape batch_shape.
 
-        E[log(1 + <loc, x>)] = log 2 + E[log u] with u ~ Beta(alpha, beta) (paper, eq. 7); the sum is
-        formed in float64 where available, as its two parts grow like kappa.
+        E[log(1 + <loc, x>)] = log 2 + E[log u] with u ~ Beta(alpha, beta). The sum is formed in
+        float64 where available, as its two parts grow like kappa.
         """
         alpha, beta = self._alpha_beta()
         kappa = _wide(self.scale)
-        log_n_minus = 2 * beta * math.log(2) + beta * math.log(math.pi) + torch.lgamma(alpha) - torch.lgamma(alpha + beta)
-        return (log_n_minus - kappa * (torch.digamma(alpha) - torch.digamma(alpha + beta))).to(self.scale.dtype)
+        entropy = self._log_n_over_2_to_kappa() - kappa * (torch.digamma(alpha) - torch.digamma(alpha + beta))
+        return entropy.to(self.scale.dtype)
 
     @property
     def mean(self) -> torch.Tensor:
@@ -167,14 +167,17 @@ class PowerSpherical(Distribution):
 
     @property
     def mode(self) -> torch.Tensor:
+        """loc: (*batch_shape, d)."""
         return self.loc
 
 
-# KL(PowerSpherical || Uniform(S^{d-1})) = E_q[log q] + log |S^{d-1}| = -H(q) + log |S^{d-1}|
-# (De Cao & Aziz 2020, sec. 3, with the entropy of eq. 7).
+# KL(q || Uniform(S^{d-1})) = E_q[log q] - log(1 / |S^{d-1}|) = -H(q) + log |S^{d-1}| (De Cao & Aziz 2020),
+# H(q) = log N - kappa (log 2 + digamma(alpha) - digamma(alpha + beta)) as in ``PowerSpherical.entropy``.
 @register_kl(PowerSpherical, HypersphericalUniform)
 def _kl_power_spherical_uniform(q: PowerSpherical, p: HypersphericalUniform) -> torch.Tensor:
     if q.dim != p.dim:
-        raise KlvaeError(f"KL(PowerSpherical || HypersphericalUniform) needs the same dim; got {q.dim} and {p.dim}")
+        raise KlvaeError(
+            f"KL(PowerSpherical || HypersphericalUniform) needs the same dim; got {q.dim} and {p.dim}"
+        )
     kl = log_sphere_area(q.dim) - q.entropy()
     return kl.expand(torch.broadcast_shapes(q.batch_shape, p.batch_shape))

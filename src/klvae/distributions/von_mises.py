@@ -2,7 +2,7 @@
 
 torch's ``VonMises`` draws by rejection (Best & Fisher 1979), which has no pathwise gradient.
 ``VonMises`` here keeps that sampler and attaches gradients by implicit reparameterisation
-(Figurnov, Mohamed & Mnih 2018, "Implicit reparameterization gradients", sec. 2-3): a draw is
+(Figurnov, Mohamed & Mnih 2018, "Implicit reparameterization gradients"): a draw is
 theta = loc + eps with eps ~ vM(0, kappa), so d theta / d loc = 1, and differentiating
 F(eps; kappa) = u at the fixed uniform u behind the draw gives
 
@@ -10,7 +10,8 @@ F(eps; kappa) = u at the fixed uniform u behind the draw gives
 
 with F the CDF of the centred von Mises on [-pi, pi) and p its density. dF/dkappa is computed
 in float64 in one of two ways (Hill 1977, "Algorithm 518: incomplete Bessel function I0. The
-von Mises distribution"; the same split as TensorFlow Probability's ``von_mises_cdf``):
+von Mises distribution"; TensorFlow Probability's ``von_mises_cdf`` splits the same way, at
+kappa = 10.5 with 20 terms, which leaves relative errors up to 1e-3 at 5 sd just above 10.5):
 
 * series, for kappa < 80 and draws less than ~7.7 standard deviations out
   (2 kappa sin^2(eps/2) < 30): F(x) = 1/2 + x/(2 pi) + (1/pi) sum_{j>=1} (I_j/I_0)(kappa) sin(jx)/j,
@@ -22,9 +23,10 @@ von Mises distribution"; the same split as TensorFlow Probability's ``von_mises_
   z = sqrt(2/pi) sin(x/2) / i0e(kappa), differentiated in closed form; the ratio phi(xi) / p is
   formed in log space, so it neither underflows nor overflows at kappa = 1e5.
 
-Against 60-digit quadrature the relative error of d eps/d kappa is below 1e-9 for draws within
-6 standard deviations when kappa < 80, below 2e-7 for kappa >= 80 (falling to 1e-11 by
-kappa = 1000), and stays finite and bounded in the far tails.
+Against 60-digit quadrature, for draws within 6 standard deviations, the relative error of
+d eps/d kappa is below 1e-9 for kappa < 80 (1e-14 within 4 sd) and below 2e-7 for kappa >= 80,
+the limit of the normal approximation (2e-8 within 5 sd, and below 1e-10 from kappa = 500 on).
+Further out (draws of probability below 1e-12) it stays finite and bounded.
 
 Functions of kappa alone (log I0, I1/I0) are evaluated in float64 from the exponentially scaled
 Bessel functions ``i0e``/``i1e`` (log I0(k) = log i0e(k) + k) and cast back, so log densities,

@@ -1,7 +1,7 @@
 """Models: each a small ``nn.Module`` exposing encode / decode / prior as distributions."""
 from klvae.models.vae import VAE, ModelSpec
 
-MODELS = {"vae": "Gaussian VAE (diagonal q(z|x), N(0, I) prior); beta > 1 gives a beta-VAE"}
+MODELS = {"vae": "VAE with any --latent family and --prior; beta > 1 gives a beta-VAE"}
 
 __all__ = ["MODELS", "VAE", "ModelSpec", "build_model"]
 
