@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data beside the repository
 
@@ -29,3 +30,13 @@ def shared_data() -> Callable[..., Path]:
         pytest.skip(f"{subdir} files not found in {where}; set KLVAE_DATA")
 
     return need
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Run the suite's networks on one intra-op thread, restored afterwards: they are tiny, and on
+    a busy machine with few cores a second thread makes them many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

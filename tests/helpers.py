@@ -13,24 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pytest
-import torch
 from PIL import Image
 
 from klvae.cli import main
 
 # a small network trained without a progress bar: quick, and enough for every file of a run
 QUICK = ("--hidden", "64", "--no-progress")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Run a module's networks on one intra-op thread, restored afterwards: these networks are tiny,
-    and on a busy machine with few cores a second thread makes them many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @dataclass

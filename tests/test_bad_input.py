@@ -14,7 +14,6 @@ import torch
 
 import klvae
 from helpers import assert_user_error, cli, klvae_process, metrics_table, snapshot
-from helpers import one_torch_thread  # noqa: F401 - an autouse fixture
 from klvae import KlvaeError
 from klvae.cli import main
 

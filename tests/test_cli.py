@@ -16,7 +16,6 @@ from torch.distributions import Distribution, kl_divergence
 
 import klvae
 from helpers import QUICK, cli, metrics_table, read_png
-from helpers import one_torch_thread  # noqa: F401 - an autouse fixture
 from klvae.data import list_datasets
 from klvae.evaluation.likelihood import split_data
 from klvae.models import MODELS
@@ -235,11 +234,14 @@ def test_datasets_prints_one_line_per_registered_dataset():
     assert first_words[: len(names)] == names
 
 
-def test_models_prints_one_line_per_model():
+def test_models_prints_one_line_per_model_latent_family_and_prior():
+    from klvae.latents import LATENTS, PRIORS
+
     result = cli("models")
     assert result.rc == 0
     lines = result.out.strip().splitlines()
-    assert [line.split()[0] for line in lines] == list(MODELS)
+    expected = list(MODELS) + [f"--latent {n}" for n in LATENTS] + [f"--prior {n}" for n in PRIORS]
+    assert [" ".join(line.split()[:2]) if line.startswith("--") else line.split()[0] for line in lines] == expected
     assert "vae" in MODELS
 
 

@@ -28,7 +28,6 @@ CASES = [
 @pytest.fixture(scope="module", params=CASES, ids=[f"{a}-{b}" for a, b, _ in CASES])
 def trained(request, tmp_path_factory):
     latent, prior, dim = request.param
-    torch.set_num_threads(1)  # tiny nets: a second thread costs more than it gives
     config = {"data": "pendulum", "latent": latent, "prior": prior, "latent_dim": dim, "net": "mlp",
               "hidden": [128], "epochs": 3, "prior_components": 5, "progress": False,
               "out": str(tmp_path_factory.mktemp(f"{latent}-{prior}"))}

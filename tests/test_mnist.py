@@ -8,7 +8,6 @@ import math
 import pytest
 
 from helpers import cli, metrics_table
-from helpers import one_torch_thread  # noqa: F401 - an autouse fixture
 
 MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")

@@ -22,16 +22,6 @@ F64 = torch.float64
 N_SIGMA = 5.0
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread, restored afterwards: these tensors are small, and on a busy machine with
-    few cores a second spinning thread makes them many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def unit(v) -> torch.Tensor:
     v = torch.as_tensor(v, dtype=F64)
     return v / v.norm(dim=-1, keepdim=True)

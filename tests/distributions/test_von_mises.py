@@ -23,16 +23,6 @@ F64 = torch.float64
 N_SIGMA = 5.0
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread, restored afterwards: these tensors are small, and on a busy machine with
-    few cores a second spinning thread makes them many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def bessel_ratio(kappa: float) -> float:
     """A(kappa) = I1(kappa) / I0(kappa)."""
     return float(special.i1e(kappa) / special.i0e(kappa))

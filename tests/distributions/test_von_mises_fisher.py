@@ -24,16 +24,6 @@ Z = 5.0  # standard errors allowed by the statistical tests
 F64 = torch.float64
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread for this module, restored afterwards: the tensors are small, and on a busy
-    machine with few cores a second thread makes these element-wise kernels many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def unit(shape: tuple[int, ...], d: int, seed: int = 0, dtype=F64) -> torch.Tensor:
     x = torch.randn(*shape, d, generator=torch.Generator().manual_seed(seed), dtype=F64)
     return (x / x.norm(dim=-1, keepdim=True)).to(dtype)
