@@ -22,6 +22,7 @@ import torch
 from torch.distributions import Dirichlet, Distribution, constraints
 from torch.distributions.kl import register_kl
 
+from klvae.distributions.sphere import rotate_north_to
 from klvae.distributions.uniform import HypersphericalUniform, log_sphere_area
 from klvae.errors import KlvaeError
 
@@ -105,21 +106,7 @@ class PowerSpherical(Distribution):
         v = torch.randn(shape[:-1] + (self.dim - 1,), dtype=self.loc.dtype, device=self.loc.device)
         v = v / v.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny)
         y = torch.cat([w, radius * v], -1)  # mode at e1
-        return self._rotate(y)
-
-    def _rotate(self, y: torch.Tensor) -> torch.Tensor:
-        """An orthogonal map R with R e1 = loc, applied to y: (..., d).
-
-        R = -s H_u with u = e1 + s loc, s = sign(loc_1) (+1 at 0), H_u the Householder reflection
-        x -> x - 2 <u, x> u / |u|^2: H_u e1 = -s loc. Since |u|^2 = 2 (1 + |loc_1|) >= 2, no
-        cancellation occurs at loc = +-e1 (the plain e1 - loc vanishes at loc = e1).
-        """
-        loc = self.loc
-        sign = torch.where(loc[..., :1] < 0, -1.0, 1.0).to(loc.dtype)
-        u = sign * loc
-        u = torch.cat([u[..., :1] + 1, u[..., 1:]], -1)
-        coef = 2 * (u * y).sum(-1, keepdim=True) / (u * u).sum(-1, keepdim=True)
-        return -sign * (y - coef * u)
+        return rotate_north_to(self.loc, y)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         """log p(value) = scale log(1 + <loc, value>) + log_normalizer(); value: (..., d) -> (...).

@@ -24,6 +24,7 @@ from torch.distributions import Beta, Distribution, constraints
 from torch.distributions.kl import register_kl
 
 from klvae.distributions.bessel import log_iv_reduced, mean_resultant_length
+from klvae.distributions.sphere import rotate_north_to
 from klvae.distributions.uniform import HypersphericalUniform, log_sphere_area
 
 __all__ = ["VonMisesFisher", "unit_sphere"]
@@ -139,14 +140,8 @@ class VonMisesFisher(Distribution):
         radial = torch.sqrt(om * (2.0 - om))  # sqrt(1 - w^2), accurate for w near +-1
         tangent = torch.randn(shape[:-1] + (self.dim - 1,), dtype=_F64, device=self.loc.device)
         tangent = tangent / torch.linalg.vector_norm(tangent, dim=-1, keepdim=True).clamp_min(1e-300)
-        loc = self.loc.to(_F64)
-        # reflect e1 to -s loc with u = e1 + s loc, s = sign(loc_1): |u|^2 = 2(1 + |loc_1|) >= 2, never singular
-        sign = torch.where(loc[..., :1] >= 0, 1.0, -1.0).to(_F64)
-        e1 = torch.zeros(self.dim, dtype=_F64, device=loc.device)
-        e1[0] = 1.0
-        u = sign * loc + e1
-        x = torch.cat([-sign * (1.0 - om).unsqueeze(-1), radial.unsqueeze(-1) * tangent], dim=-1)
-        z = x - u * (2.0 * (u * x).sum(-1, keepdim=True) / (u * u).sum(-1, keepdim=True))
+        y = torch.cat([(1.0 - om).unsqueeze(-1), radial.unsqueeze(-1) * tangent], dim=-1)  # mode at e1
+        z = rotate_north_to(self.loc.to(_F64), y)
         return z.to(self.loc.dtype)
 
 
