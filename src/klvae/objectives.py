@@ -18,8 +18,7 @@ class ElboTerms:
     kl: torch.Tensor  # (N,) KL(q(z|x) || p(z))
     kl_per_dim: torch.Tensor | None  # (N, D) when the KL factorises, else None
     kl_method: str  # "analytic" or "mc"
-    loc: torch.Tensor  # (N, D) posterior means, for active units
-    q: Distribution  # q(z|x) itself, for family-specific diagnostics
+    q: Distribution  # q(z|x) itself: its mean gives active units, its family other diagnostics
 
     @property
     def elbo(self) -> torch.Tensor:
@@ -36,7 +35,7 @@ def elbo(model, x: torch.Tensor, kl_estimator: str = "auto", kl_samples: int = 1
     z = q.rsample()  # (N, D)
     recon = model.decode(z).log_prob(x)
     k = kl(q, model.prior(), kl_estimator, kl_samples)
-    return ElboTerms(recon, k.value, k.per_dim, k.method, q.mean, q)
+    return ElboTerms(recon, k.value, k.per_dim, k.method, q)
 
 
 def log_weights(model, x: torch.Tensor, k: int, q=None) -> torch.Tensor:

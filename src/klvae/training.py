@@ -101,7 +101,7 @@ class VAETask(L.LightningModule):
         terms = elbo(self.model, x, self.config.kl_estimator, self.config.kl_samples)
         per_dim = terms.kl_per_dim.sum(0) if terms.kl_per_dim is not None else None
         off = off_fraction(terms.q)
-        self.val_parts.append((terms.elbo.sum(), terms.recon.sum(), terms.kl.sum(), len(x), per_dim, terms.loc,
+        self.val_parts.append((terms.elbo.sum(), terms.recon.sum(), terms.kl.sum(), len(x), per_dim, terms.q.mean,
                                off.sum() if off is not None else None))
 
     def on_validation_epoch_end(self) -> None:

@@ -50,7 +50,7 @@ def evaluate_model(model, x: torch.Tensor, iwae_k: int = 1000, batch_size: int |
             if terms.kl_per_dim is not None:
                 part = terms.kl_per_dim.sum(0).double().cpu()
                 per_dim = part if per_dim is None else per_dim + part
-            locs.append(terms.loc.cpu())
+            locs.append(terms.q.mean.cpu())
             if (part := off_fraction(terms.q)) is not None:
                 off.append(part.cpu())
     if not torch.isfinite(sums).all():
@@ -77,8 +77,8 @@ def split_with_labels(config, split: str, data_dir: str | None = None) -> tuple[
         raise KlvaeError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
     data = load_dataset(config.data, data_dir or config.data_dir, config.binarize, config.val_fraction, config.seed)
     x = getattr(data, split)
-    if split == "train" and data.binarize == "dynamic":
-        x = torch.bernoulli(x, generator=torch.Generator().manual_seed(0))
+    if split == "train":  # train stays grey under dynamic binarisation: draw it once, reproducibly
+        x = data.train_batch(x, torch.Generator().manual_seed(0))
     return x, getattr(data, f"{split}_labels")
 
 
