@@ -22,6 +22,9 @@ CHOICES = {
     "precision": ("32-true", "bf16-mixed", "16-mixed"),
     "latent": tuple(LATENTS),
     "prior": tuple(PRIORS),
+    "decoder": ("factorised", "autoregressive"),
+    "kl_schedule": ("constant", "linear", "sigmoid", "cyclical", "capacity"),
+    "on_collapse": ("warn", "stop", "free-bits"),
 }
 
 
@@ -51,10 +54,24 @@ class TrainConfig:
     prior: str = "standard"  # standard (the family's own) | mog | vamp (Gaussian latents)
     prior_components: int = 10  # mixture components (mog) or pseudo-inputs (vamp)
     sparsity: float = 0.5  # spike-slab prior: probability that a latent dimension is on
+    decoder: str = "factorised"  # factorised: pixels independent given z | autoregressive: a GRU over image rows
     # objective
     beta: float = 1.0
     kl_estimator: str = "auto"
     kl_samples: int = 1
+    # the KL weight over training (see klvae.schedules); beta scales every schedule (capacity: gamma)
+    kl_schedule: str = "constant"  # constant | linear | sigmoid | cyclical | capacity
+    kl_start: float = 0.0  # weight at step 0 as a fraction of beta (linear, sigmoid, cyclical)
+    kl_steps: int = 10_000  # steps of the ramp (linear, sigmoid), of all cycles (cyclical), of C's growth (capacity)
+    kl_cycles: int = 4  # cyclical: number of cycles M
+    kl_ratio: float = 0.5  # cyclical: fraction R of each cycle spent increasing
+    capacity: float = 25.0  # capacity: target KL C in nats (Burgess et al. 2018)
+    free_bits: float = 0.0  # KL floor lambda in nats per group of latent dimensions (Kingma et al. 2016); 0 = off
+    free_bits_group: int = 1  # latent dimensions per free-bits group
+    # collapse detection after each validation epoch
+    collapse_kl: float = 0.1  # collapsed when the validation KL (nats) falls below this ...
+    collapse_units: int = 1  # ... or fewer latent dimensions than this are active
+    on_collapse: str = "warn"  # warn | stop | free-bits (turn free bits on for the rest of the run)
     # optimisation
     epochs: int = 50
     batch_size: int = 100
@@ -83,14 +100,24 @@ class TrainConfig:
             if value not in allowed:
                 raise KlvaeError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
         _positive_int(self, "latent_dim", "epochs", "batch_size", "kl_samples", "num_nodes",
-                      "iwae_k", "max_bad_steps", "prior_components")
+                      "iwae_k", "max_bad_steps", "prior_components", "kl_steps", "kl_cycles", "free_bits_group")
         check_combination(self.latent, self.prior)
         if not isinstance(self.hidden, list) or not self.hidden or any(
             not isinstance(h, int) or isinstance(h, bool) or h < 1 for h in self.hidden
         ):
             raise KlvaeError(f"hidden must be a list of positive layer widths like [256, 256]; got {self.hidden!r}")
-        for name in ("beta", "lr", "min_scale", "val_fraction", "sparsity"):
+        for name in ("beta", "lr", "min_scale", "val_fraction", "sparsity", "kl_start", "kl_ratio", "capacity",
+                     "free_bits", "collapse_kl"):
             _number(self, name)
+        if not 0 <= self.kl_start <= 1:
+            raise KlvaeError(f"kl_start must be in [0, 1] (a fraction of beta); got {self.kl_start}")
+        if not 0 < self.kl_ratio <= 1:
+            raise KlvaeError(f"kl_ratio must be in (0, 1]; got {self.kl_ratio}")
+        for name in ("capacity", "free_bits", "collapse_kl"):
+            if getattr(self, name) < 0:
+                raise KlvaeError(f"{name} must be >= 0 nats; got {getattr(self, name)}")
+        if not isinstance(self.collapse_units, int) or isinstance(self.collapse_units, bool) or self.collapse_units < 0:
+            raise KlvaeError(f"collapse_units must be a non-negative integer; got {self.collapse_units!r}")
         if not 0 < self.sparsity < 1:
             raise KlvaeError(f"sparsity must be in (0, 1); got {self.sparsity}")
         if self.beta < 0:

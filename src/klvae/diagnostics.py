@@ -26,3 +26,16 @@ def off_fraction(q: Distribution) -> torch.Tensor | None:
 
     base = q.base_dist if isinstance(q, Independent) else q
     return switched_off_fraction(q) if isinstance(base, SpikeAndSlab) else None
+
+
+REMEDIES = ("anneal the KL weight (--kl-schedule linear or cyclical), set free bits (--free-bits 0.5), "
+            "lower the learning rate (--lr), or weaken the decoder")
+
+
+def collapse_verdict(kl: float, active: int, latent_dim: int, min_kl: float = 0.1, min_units: int = 1) -> tuple[bool, str]:
+    """(collapsed, one sentence) from an epoch's validation KL (nats) and active units: collapsed
+    when the KL is below ``min_kl`` or fewer than ``min_units`` dimensions are active."""
+    state = f"KL {kl:.3f} nats, {active}/{latent_dim} active units"
+    if kl < min_kl or active < min_units:
+        return True, f"posterior collapse: {state}; the decoder ignores z. Remedies: {REMEDIES}"
+    return False, f"no collapse: {state}"

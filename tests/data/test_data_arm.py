@@ -41,3 +41,14 @@ def test_circular_correlation_is_one_for_rotations_minus_one_for_reflections_and
     assert circular_correlation(a, torch.remainder(a + 1.0, 2 * math.pi)) == pytest.approx(1.0, abs=1e-9)
     assert circular_correlation(a, -a) == pytest.approx(-1.0, abs=1e-9)
     assert abs(circular_correlation(a, other)) < 0.05
+
+
+def test_the_pendulum_images_carry_the_circle_they_come_from():
+    """Through the camera blur, the angle of the images' first two principal components is the
+    pendulum's angle (up to rotation and reflection): the circle is in the data to be found."""
+    angles = np.random.default_rng(0).uniform(-math.pi, math.pi, (2000, 1)).astype(np.float32)
+    x = render(angles).reshape(2000, -1)
+    u, s, _ = np.linalg.svd(x - x.mean(0), full_matrices=False)
+    pc_angle = np.arctan2(u[:, 1] * s[1], u[:, 0] * s[0])
+    assert abs(circular_correlation(torch.from_numpy(angles[:, 0]), torch.from_numpy(pc_angle))) > 0.99
+    assert render(angles[:10]).max(axis=(1, 2, 3)) == pytest.approx(np.ones(10))
