@@ -71,6 +71,7 @@ class TrainConfig:
     # collapse detection after each validation epoch
     collapse_kl: float = 0.1  # collapsed when the validation KL (nats) falls below this ...
     collapse_units: int = 1  # ... or fewer latent dimensions than this are active
+    collapse_patience: int = 3  # ... for this many epochs in a row at full KL weight; then:
     on_collapse: str = "warn"  # warn | stop | free-bits (turn free bits on for the rest of the run)
     # optimisation
     epochs: int = 50
@@ -100,7 +101,8 @@ class TrainConfig:
             if value not in allowed:
                 raise KlvaeError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
         _positive_int(self, "latent_dim", "epochs", "batch_size", "kl_samples", "num_nodes",
-                      "iwae_k", "max_bad_steps", "prior_components", "kl_steps", "kl_cycles", "free_bits_group")
+                      "iwae_k", "max_bad_steps", "prior_components", "kl_steps", "kl_cycles", "free_bits_group",
+                      "collapse_patience")
         check_combination(self.latent, self.prior)
         if not isinstance(self.hidden, list) or not self.hidden or any(
             not isinstance(h, int) or isinstance(h, bool) or h < 1 for h in self.hidden

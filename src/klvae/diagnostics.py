@@ -1,5 +1,8 @@
-"""KL diagnostics computed from posterior statistics: active units and per-dimension KL."""
+"""What the KL term is doing: active units, the spike-and-slab off fraction, the mutual
+information I(x; z) and the aggregated posterior's KL, and the collapse verdict."""
 from __future__ import annotations
+
+import math
 
 import torch
 from torch.distributions import Distribution, Independent
@@ -26,6 +29,30 @@ def off_fraction(q: Distribution) -> torch.Tensor | None:
 
     base = q.base_dist if isinstance(q, Independent) else q
     return switched_off_fraction(q) if isinstance(base, SpikeAndSlab) else None
+
+
+@torch.no_grad()
+def mutual_information(model, x: torch.Tensor, chunk: int = 256) -> tuple[float, float]:
+    """(I(x; z), KL(q(z) || p(z))) in nats, by the ELBO surgery of Hoffman & Johnson (2016):
+    E_x KL(q(z|x) || p(z)) = I(x; z) + KL(q(z) || p(z)), with the aggregated posterior
+    q(z) = (1/N) sum_n q(z|x_n) over the N points of x: (N, *event).
+
+    One z_i ~ q(z|x_i) per point; I = mean_i [log q(z_i|x_i) - log q(z_i)] and
+    KL(q(z) || p(z)) = mean_i [log q(z_i) - log p(z_i)]. The estimate of I cannot exceed log N."""
+    q = model.encode(x)
+    z = q.sample()  # (N, D)
+    n = len(x)
+    log_agg = torch.cat([  # log q(z_i) = logsumexp_j log q(z_i | x_j) - log N
+        q.log_prob(z[i:i + chunk].unsqueeze(1)).logsumexp(1) for i in range(0, n, chunk)
+    ]) - math.log(n)
+    own = q.log_prob(z)
+    mi = (own - log_agg).double().mean()
+    agg_kl = (log_agg - model.prior().log_prob(z)).double().mean()
+    return float(mi), float(agg_kl)
+
+
+class CollapseWarning(UserWarning):
+    """The posterior has collapsed onto the prior (see :func:`collapse_verdict`)."""
 
 
 REMEDIES = ("anneal the KL weight (--kl-schedule linear or cyclical), set free bits (--free-bits 0.5), "

@@ -24,9 +24,25 @@ class ElboTerms:
     def elbo(self) -> torch.Tensor:
         return self.recon - self.kl
 
-    def loss(self, beta: float = 1.0) -> torch.Tensor:
-        """The minimised scalar: -(recon - beta * KL), averaged over the batch."""
-        return -(self.recon - beta * self.kl).mean()
+    def loss(self, beta: float = 1.0, capacity: float | None = None, free_bits: float = 0.0,
+             group: int = 1) -> torch.Tensor:
+        """The minimised scalar, from batch means: -(recon - beta * R) with R the KL, or |KL - C|
+        under capacity control (Burgess et al. 2018, beta in the role of gamma).
+
+        Free bits (Kingma et al. 2016): with ``free_bits`` = lambda > 0 the KL in R is
+        sum_g max(lambda, mean_x KL_g) over groups of ``group`` latent dimensions, so a group below
+        its floor gets no gradient pushing it further down; a KL that does not factorise over
+        dimensions is one group. The reported ELBO is unchanged."""
+        kl = self.kl.mean() if free_bits <= 0 else self.floored_kl(free_bits, group)
+        penalty = kl if capacity is None else (kl - capacity).abs()
+        return -(self.recon.mean() - beta * penalty)
+
+    def floored_kl(self, free_bits: float, group: int = 1) -> torch.Tensor:
+        """sum_g max(free_bits, mean over the batch of KL_g) (see :meth:`loss`)."""
+        if self.kl_per_dim is None:
+            return self.kl.mean().clamp_min(free_bits)
+        groups = self.kl_per_dim.mean(0).split(group)
+        return torch.stack([g.sum() for g in groups]).clamp_min(free_bits).sum()
 
 
 def elbo(model, x: torch.Tensor, kl_estimator: str = "auto", kl_samples: int = 1) -> ElboTerms:

@@ -1,6 +1,7 @@
 """The run directory, the contract every command reads:
 
-config.yaml, model.safetensors + model.json, metrics.csv, checkpoints/, pictures, results.
+config.yaml, model.safetensors + model.json, metrics.csv (per epoch), steps.csv (per step),
+tensorboard/, checkpoints/, pictures, results.
 Every file is written to a temporary name in the same directory and renamed into place, so an
 interrupted write never leaves a truncated file behind. Loading never unpickles.
 """
@@ -22,8 +23,8 @@ from klvae.config import TrainConfig
 from klvae.errors import KlvaeError
 from klvae.models import ModelSpec, build_model
 
-CONFIG, WEIGHTS, SPEC, METRICS = "config.yaml", "model.safetensors", "model.json", "metrics.csv"
-INTEGER_COLUMNS = ("epoch", "step", "active_units", "skipped_steps")
+CONFIG, WEIGHTS, SPEC, METRICS, STEPS = "config.yaml", "model.safetensors", "model.json", "metrics.csv", "steps.csv"
+INTEGER_COLUMNS = ("epoch", "step", "active_units", "skipped_steps", "collapsed")
 UMASK = os.umask(0o022)
 os.umask(UMASK)
 
@@ -69,8 +70,9 @@ def save_model(run_dir: Path, model: torch.nn.Module, spec: ModelSpec) -> None:
     save_spec(run_dir, spec)
 
 
-def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
-    """Rewrite metrics.csv (one row per epoch) atomically; columns are the union in first-seen order."""
+def write_metrics(run_dir: Path, rows: list[dict[str, Any]], name: str = METRICS) -> None:
+    """Rewrite metrics.csv (one row per epoch) or ``name`` (e.g. steps.csv) atomically; columns are
+    the union in first-seen order."""
     columns: list[str] = []
     for row in rows:
         columns += [c for c in row if c not in columns]
@@ -78,11 +80,12 @@ def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     writer = csv.DictWriter(buf, fieldnames=columns)
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write(run_dir / METRICS, buf.getvalue())
+    atomic_write(run_dir / name, buf.getvalue())
 
 
-def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:
-    path = Path(run_dir) / METRICS
+def read_metrics(run_dir: str | Path, name: str = METRICS) -> list[dict[str, float]]:
+    """The rows of metrics.csv (or ``name``) as numbers; a missing file is no rows."""
+    path = Path(run_dir) / name
     if not path.is_file():
         return []
     with path.open() as fh:

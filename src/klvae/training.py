@@ -3,6 +3,7 @@ in-memory tensor by indexing, and the Trainer that runs them (:func:`klvae.fit` 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import warnings
 from pathlib import Path
@@ -12,9 +13,13 @@ import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from torch.utils.data import DataLoader, Dataset
 
-from klvae.diagnostics import active_units, off_fraction
+from klvae.diagnostics import CollapseWarning, active_units, collapse_verdict, mutual_information, off_fraction
 from klvae.errors import KlvaeError
 from klvae.objectives import elbo
+from klvae.schedules import KLSchedule
+
+MI_POINTS = 1000  # validation points whose aggregated posterior gives I(x; z) each epoch
+FREE_BITS_ON_COLLAPSE = 0.5  # nats per group, switched on by --on-collapse free-bits
 
 
 class IndexedTensor(Dataset):
@@ -44,10 +49,13 @@ def loader(x: torch.Tensor, batch_size: int, shuffle: bool) -> DataLoader:
 
 
 class VAETask(L.LightningModule):
-    """One optimisation step of the (beta-)ELBO; the maths lives in :mod:`klvae.objectives`.
+    """One optimisation step of the (beta-)ELBO; the maths lives in :mod:`klvae.objectives`, the
+    KL weight of each step in :mod:`klvae.schedules`.
 
     Manual optimisation lets a step whose loss or gradient is not finite be skipped and counted;
-    ``max_bad_steps`` consecutive ones stop the run with a message naming the step.
+    ``max_bad_steps`` consecutive ones stop the run with a message naming the step. After each
+    validation epoch the KL diagnostics (per-dimension KL, active units, I(x; z), the aggregated
+    posterior's KL) give a collapse verdict, acted on as ``on_collapse`` says.
     """
 
     def __init__(self, model: torch.nn.Module, config, train_batch=None):
@@ -60,6 +68,11 @@ class VAETask(L.LightningModule):
         self.skipped_steps = 0
         self.train_sums = torch.zeros(4)  # sum elbo, recon, kl, count
         self.val_parts: list[tuple] = []
+        self.mi_x: list[torch.Tensor] = []
+        self.schedule = KLSchedule.from_config(config)
+        self.free_bits = config.free_bits
+        self.collapsed_epochs = 0  # consecutive collapsed epochs at full KL weight
+        self.steps: list[tuple[int, float, float, torch.Tensor]] = []  # step, weight, capacity, (loss, recon, kl)
 
     def configure_optimizers(self):
         fused = self.device.type in ("cpu", "cuda")
@@ -72,8 +85,10 @@ class VAETask(L.LightningModule):
         if self.train_batch is not None:
             x = self.train_batch(x)
         cfg = self.config
+        step = self.global_step
+        weight, capacity = self.schedule.weight(step), self.schedule.capacity(step)
         terms = elbo(self.model, x, cfg.kl_estimator, cfg.kl_samples)
-        loss = terms.loss(cfg.beta)
+        loss = terms.loss(weight, capacity, self.free_bits, cfg.free_bits_group)
         opt = self.optimizers()
         if not torch.isfinite(loss):
             return self._skip("loss")
@@ -87,6 +102,16 @@ class VAETask(L.LightningModule):
         with torch.no_grad():
             e, r, k = terms.elbo.sum(), terms.recon.sum(), terms.kl.sum()
             self.train_sums += torch.stack([e, r, k, e.new_tensor(float(len(x)))])
+            n = float(len(x))
+            self.steps.append((step, weight, math.nan if capacity is None else capacity,
+                               torch.stack([loss.detach(), r / n, k / n])))
+
+    def take_steps(self) -> list[dict[str, float]]:
+        """The per-step records since the last call (step, kl_weight, capacity, loss, recon, kl)."""
+        steps, self.steps = self.steps, []
+        values = torch.stack([v for *_, v in steps]).tolist() if steps else []
+        return [{"step": s, "kl_weight": w, **({"capacity": c} if c == c else {}), "loss": v[0], "recon": v[1],
+                 "kl": v[2]} for (s, w, c, _), v in zip(steps, values)]
 
     def _skip(self, what: str) -> None:
         self.skipped_steps += 1
@@ -103,6 +128,8 @@ class VAETask(L.LightningModule):
         off = off_fraction(terms.q)
         self.val_parts.append((terms.elbo.sum(), terms.recon.sum(), terms.kl.sum(), len(x), per_dim, terms.q.mean,
                                off.sum() if off is not None else None))
+        if sum(len(m) for m in self.mi_x) < MI_POINTS:
+            self.mi_x.append(x[: MI_POINTS - sum(len(m) for m in self.mi_x)])
 
     def on_validation_epoch_end(self) -> None:
         parts, self.val_parts = self.val_parts, []
@@ -124,8 +151,36 @@ class VAETask(L.LightningModule):
             off = torch.stack([p[6] for p in parts]).sum()
             off = self.all_gather(off).sum() if self.trainer.world_size > 1 else off
             self.val_row["val_off_fraction"] = (off / n).item()
+        mi_x, self.mi_x = torch.cat(self.mi_x), []
+        mi = torch.tensor(mutual_information(self.model, mi_x), device=self.device)
+        if self.trainer.world_size > 1:
+            mi = self.all_gather(mi).mean(0)
+        self.val_row.update({"val_mi": mi[0].item(), "val_agg_kl": mi[1].item()})
+        self.judge_collapse()
         self.log("val_elbo", self.val_row["val_elbo"], prog_bar=True)
         self.log("val_kl", self.val_row["val_kl"], prog_bar=True)
+
+    def judge_collapse(self) -> None:
+        """The collapse verdict of this epoch (column ``collapsed``). A collapse that lasts
+        ``collapse_patience`` epochs once the KL schedule has reached full weight is warned about
+        and acted on as ``on_collapse`` says (early epochs often pass through a collapsed state)."""
+        cfg, row = self.config, self.val_row
+        collapsed, message = collapse_verdict(row["val_kl"], row["active_units"], self.model.latent_dim,
+                                              cfg.collapse_kl, cfg.collapse_units)
+        row["collapsed"] = int(collapsed)
+        settled = self.schedule.settled(max(self.global_step - 1, 0))
+        self.collapsed_epochs = self.collapsed_epochs + 1 if collapsed and settled else 0
+        if self.collapsed_epochs != cfg.collapse_patience:
+            return
+        action = {"warn": "", "stop": "; stopping (--on-collapse stop)",
+                  "free-bits": f"; free bits of {FREE_BITS_ON_COLLAPSE} nats switched on (--on-collapse free-bits)"}
+        if self.trainer.is_global_zero:
+            warnings.warn(f"epoch {self.current_epoch + 1}: {message}{action[cfg.on_collapse]}", CollapseWarning,
+                          stacklevel=1)
+        if cfg.on_collapse == "stop":
+            self.trainer.should_stop = True
+        elif cfg.on_collapse == "free-bits":
+            self.free_bits = max(self.free_bits, FREE_BITS_ON_COLLAPSE)
 
     def train_row(self) -> dict[str, float]:
         sums = self.train_sums
@@ -160,10 +215,12 @@ def quiet_lightning() -> None:
     # epoch metrics are gathered across ranks by hand (all_gather) before they are logged
     warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
     warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")  # steps: see RunDirectory
 
 
 def build_trainer(config, run_dir: Path, callbacks: list) -> L.Trainer:
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.loggers import TensorBoardLogger
 
     quiet_lightning()
     callbacks = [*callbacks, ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best",
@@ -180,7 +237,8 @@ def build_trainer(config, run_dir: Path, callbacks: list) -> L.Trainer:
         return L.Trainer(
             max_epochs=config.epochs, accelerator=config.accelerator, devices=devices,
             num_nodes=config.num_nodes, strategy=config.strategy, precision=config.precision,
-            callbacks=callbacks, logger=False,
+            callbacks=callbacks, logger=TensorBoardLogger(run_dir, name="tensorboard", version=""),
+            log_every_n_steps=10**9,  # steps reach TensorBoard from steps.csv's records, once per epoch
             default_root_dir=run_dir, enable_progress_bar=config.progress, enable_model_summary=False,
             num_sanity_val_steps=0, deterministic=False,
         )
