@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/klvae train --config configs/demo.yaml --out $(DEMO) --overwrite --no-progress
 	$(BIN)/klvae evaluate $(DEMO) --iwae-k 5000
-	@$(BIN)/klvae report $(DEMO)
+	@$(BIN)/klvae report $(DEMO) >/dev/null
+	@echo "the demo's report (curves, KL per dimension, collapse verdict, pictures): open $(DEMO)/report.html"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -19,6 +19,7 @@ from helpers import QUICK, cli, metrics_table, read_png
 from klvae.data import list_datasets
 from klvae.evaluation.likelihood import split_data
 from klvae.models import MODELS
+from klvae.report.html import FIGURES, PICTURES
 from klvae.run import load_config
 
 LATENT = 4
@@ -213,7 +214,7 @@ def test_report_embeds_every_picture_and_the_evaluation(run, evaluated):
     assert result.rc == 0, result.err
     page = (run / "report.html").read_text()
     images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
-    assert len(images) == 4  # curves, samples, reconstructions, interpolation
+    assert len(images) == len(FIGURES) + len(PICTURES)  # the report's plots + samples, reconstructions, interpolation
     for data in images:
         assert base64.b64decode(data).startswith(b"\x89PNG\r\n\x1a\n")
     assert "http://" not in page and "https://" not in page  # self-contained

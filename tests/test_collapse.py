@@ -9,7 +9,7 @@ from torch.distributions import Independent, MultivariateNormal, Normal
 import klvae
 from klvae.diagnostics import CollapseWarning, active_units, collapse_verdict, mutual_information
 from klvae.run import read_metrics
-from tests.helpers import cli
+from helpers import cli
 
 
 class LinearGaussian:

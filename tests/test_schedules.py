@@ -10,7 +10,7 @@ import klvae
 from klvae.objectives import ElboTerms
 from klvae.run import read_metrics
 from klvae.schedules import KLSchedule
-from tests.helpers import assert_user_error, cli
+from helpers import assert_user_error, cli
 
 
 def test_constant_is_beta_at_every_step():

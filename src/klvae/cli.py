@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from dataclasses import fields
 from pathlib import Path
 
@@ -75,6 +76,11 @@ def build_parser() -> Parser:
 
     p = sub.add_parser("report", help="write report.html of a run")
     p.add_argument("run")
+
+    p = sub.add_parser("compare", help="a table and a plot of the KL of several runs")
+    p.add_argument("runs", nargs="+", metavar="RUN")
+    p.add_argument("--out", default="compare.png", help="PNG of val KL and KL weight per epoch (default: compare.png)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
 
     sub.add_parser("datasets", help="the datasets klvae can load")
     sub.add_parser("models", help="the models klvae can train")
@@ -169,6 +175,18 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"wrote {write_report(args.run)}")
 
 
+def cmd_compare(args: argparse.Namespace) -> None:
+    from klvae.report.compare import compare_runs, format_table, save_compare_plot
+
+    summaries = compare_runs(args.runs)
+    plot = save_compare_plot(args.out, args.runs)
+    if args.json:
+        print(json.dumps({"runs": summaries, "plot": str(plot)}))
+        return
+    print(format_table(summaries))
+    print(f"wrote {plot}")
+
+
 def cmd_datasets(args: argparse.Namespace) -> None:
     from klvae.data import list_datasets
 
@@ -189,7 +207,18 @@ def cmd_models(args: argparse.Namespace) -> None:
         print(f"{'--prior ' + name:24s} {description}")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
+    """klvae's own warnings (e.g. posterior collapse) as one line on stderr; others as Python shows them."""
+    from klvae.diagnostics import CollapseWarning
+
+    if issubclass(category, CollapseWarning):
+        print(f"klvae: warning: {message}", file=sys.stderr)
+    else:
+        _default(message, category, filename, lineno, file, line)
+
+
 def main(argv: list[str] | None = None) -> int:
+    warnings.showwarning = _show_warning
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     if debug:

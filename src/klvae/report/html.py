@@ -1,16 +1,50 @@
-"""report.html: one self-contained page (images embedded) summarising a run."""
+"""report.html: one self-contained page (images embedded as base64 PNG) summarising a run."""
 from __future__ import annotations
 
 import base64
+import csv
 import html
 import json
 from pathlib import Path
 
-from klvae.run import atomic_write, check_run_dir, load_config, read_metrics
+from klvae.config import TrainConfig
+from klvae.errors import KlvaeError
+from klvae.report import plots
+from klvae.report.compare import final_verdict, metrics_of
+from klvae.run import atomic_write, check_run_dir, load_config
 
-PICTURES = (("curves.png", "ELBO and KL per epoch"), ("samples.png", "Samples from the prior"),
+STEPS = "steps.csv"
+# alt text of each figure the report draws
+FIGURES = {"curves": "ELBO, reconstruction, KL and KL weight per epoch",
+           "kl_steps": "KL weight per training step",
+           "kl_heatmap": "KL per latent dimension over epochs",
+           "active_units": "Active units per epoch",
+           "information": "Mutual information I(x;z) and aggregated-posterior KL per epoch"}
+PICTURES = (("samples.png", "Samples from the prior"),
             ("reconstructions.png", "Test inputs (top) and reconstructions (bottom)"),
             ("interpolation.png", "Latent interpolation between two test points"))
+STYLE = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
+         "table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:2px 8px;text-align:left}"
+         "img{max-width:100%}img.grid{image-rendering:pixelated}.note{color:#666;font-style:italic}"
+         ".verdict{padding:0.8em 1em;border-radius:6px;font-size:1.1em;margin:1em 0}"
+         ".collapsed{background:#fde2e1;border:2px solid #c62828}.healthy{background:#e3f6e5;border:2px solid #2e7d32}"
+         ".unknown{background:#eeeeee;border:2px solid #888}")
+
+
+def _float(value: str | None) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def read_steps(run_dir: str | Path) -> list[dict[str, float]]:
+    """Rows of steps.csv (per-step KL weight and batch means); [] without the file."""
+    path = Path(run_dir) / STEPS
+    if not path.is_file():
+        return []
+    with path.open(newline="") as fh:
+        return [{k: _float(v) for k, v in row.items() if k} for row in csv.DictReader(fh)]
 
 
 def _table(rows: dict) -> str:
@@ -22,30 +56,121 @@ def _fmt(v) -> str:
     return f"{v:.3f}" if isinstance(v, float) else html.escape(str(v))
 
 
+def _img(data: bytes, alt: str, css: str = "") -> str:
+    src = base64.b64encode(data).decode()
+    alt = html.escape(alt, quote=True)
+    return (f"<figure><img{css} alt='{alt}' src='data:image/png;base64,{src}'>"
+            f"<figcaption>{alt}</figcaption></figure>")
+
+
+def _figure(key: str, fig) -> str:
+    return _img(plots.png_bytes(fig), FIGURES[key])
+
+
+def _note(text: str) -> str:
+    return f"<p class='note'>{html.escape(text)}</p>"
+
+
+def verdict_section(config: TrainConfig, rows: list[dict[str, float]]) -> str:
+    """The collapse verdict of the last epoch in a coloured box, and the epochs flagged collapsed."""
+    verdict = final_verdict(config, rows)
+    if verdict is None:
+        box = ("<div id='verdict' class='verdict unknown'><b>Verdict: unknown</b> "
+               "(the last epoch records no val_kl and active_units)</div>")
+    else:
+        collapsed, sentence = verdict
+        head, _, rest = sentence.partition(": ")  # "posterior collapse: KL ..., k/D active units; ..."
+        box = (f"<div id='verdict' class='verdict {'collapsed' if collapsed else 'healthy'}'><b>Verdict: "
+               f"{html.escape(head)}</b> at the last epoch{': ' + html.escape(rest) if rest else ''}</div>")
+    if not plots.has_column(rows, "collapsed"):
+        return box
+    flagged = [str(int(r["epoch"])) for r in rows if r.get("collapsed") == 1]
+    listing = (f"Epochs flagged collapsed during training: {', '.join(flagged)}." if flagged
+               else "No epoch was flagged collapsed during training.")
+    return box + f"<p id='collapsed-epochs'>{listing}</p>"
+
+
+def config_section(config: TrainConfig, rows: list[dict[str, float]]) -> str:
+    """The settings that shape the KL term, and the epochs trained of those asked for."""
+    schedule = config.kl_schedule
+    if schedule == "capacity":
+        schedule += f" (C = {config.capacity:g} nats over {config.kl_steps} steps)"
+    elif schedule == "cyclical":
+        schedule += f" ({config.kl_cycles} cycles over {config.kl_steps} steps)"
+    elif schedule != "constant":
+        schedule += f" (over {config.kl_steps} steps)"
+    summary = {"model": config.model, "data": config.data, "latent": f"{config.latent}, {config.latent_dim} dimensions",
+               "prior": config.prior, "beta": config.beta, "kl_schedule": schedule,
+               "free_bits": f"{config.free_bits:g} nats" + (f" per {config.free_bits_group} dimensions"
+                                                             if config.free_bits_group > 1 else ""),
+               "epochs": f"{len(rows)} of {config.epochs}"}
+    return "<h2>Configuration</h2>" + _table(summary)
+
+
+def training_sections(rows: list[dict[str, float]], steps: list[dict[str, float]], latent_dim: int) -> list[str]:
+    """The figures drawn from metrics.csv and steps.csv; a short note for each one the run lacks."""
+    if not rows:
+        return ["<h2>Training</h2>", _note("metrics.csv is missing or empty: no curves to draw.")]
+    parts = ["<h2>Training curves</h2>", _figure("curves", plots.curves_figure(rows))]
+    parts.append("<h2>KL weight per step</h2>")
+    if plots.has_column(steps, "kl_weight"):
+        parts.append(_figure("kl_steps", plots.kl_weight_steps_figure(steps)))
+    else:
+        parts.append(_note("No steps.csv with a kl_weight column in this run: KL weight per step not recorded."))
+    parts.append("<h2>KL per latent dimension</h2>")
+    if any(plots.has_column(rows, k) for k in plots.kl_dim_columns(rows)):
+        parts.append(_figure("kl_heatmap", plots.kl_heatmap_figure(rows)))
+    else:
+        parts.append(_note("No kl_dim_* columns in metrics.csv (not recorded for this latent family or run)."))
+    parts.append("<h2>Active units</h2>")
+    if plots.has_column(rows, "active_units"):
+        parts.append(_figure("active_units", plots.active_units_figure(rows, latent_dim)))
+    else:
+        parts.append(_note("No active_units column in metrics.csv."))
+    parts.append("<h2>Mutual information and aggregated posterior</h2>")
+    if plots.has_column(rows, "val_mi") or plots.has_column(rows, "val_agg_kl"):
+        parts.append(_figure("information", plots.information_figure(rows)))
+    else:
+        parts.append(_note("No val_mi or val_agg_kl columns in metrics.csv (not recorded for this run)."))
+    return parts
+
+
+def picture_sections(run_dir: Path) -> list[str]:
+    """The image grids the run directory holds (samples, reconstructions, interpolation)."""
+    return [_img((run_dir / name).read_bytes(), caption, " class='grid'")
+            for name, caption in PICTURES if (run_dir / name).is_file()]
+
+
+def evaluation_sections(run_dir: Path) -> list[str]:
+    """One table per eval_<split>.json."""
+    parts = []
+    for path in sorted(run_dir.glob("eval_*.json")):
+        try:
+            result = dict(json.loads(path.read_text()))
+        except (ValueError, TypeError):
+            raise KlvaeError(f"{path} is not a JSON result; rerun `klvae evaluate {run_dir}`") from None
+        result.pop("kl_per_dim", None)
+        parts += [f"<h2>Evaluation ({html.escape(path.stem[5:])} split)</h2>", _table(result)]
+    return parts
+
+
 def write_report(run_dir: str | Path) -> Path:
     """Write ``report.html`` in the run directory from what it holds; returns its path."""
     run_dir = check_run_dir(run_dir)
     config = load_config(run_dir)
-    rows = read_metrics(run_dir)
+    rows = metrics_of(run_dir)
     parts = [f"<h1>klvae run: {html.escape(run_dir.name)}</h1>",
-             f"<p>{html.escape(config.model)} on <b>{html.escape(config.data)}</b>, latent dim "
-             f"{config.latent_dim}, beta {config.beta}, {len(rows)} epochs. All figures in nats per data point.</p>"]
-    for path in sorted(run_dir.glob("eval_*.json")):
-        result = json.loads(path.read_text())
-        result.pop("kl_per_dim", None)
-        parts += [f"<h2>Evaluation ({html.escape(path.stem[5:])} split)</h2>", _table(result)]
+             f"<p>{html.escape(config.model)} on <b>{html.escape(config.data)}</b>, latent dim {config.latent_dim}, "
+             f"beta {config.beta}, {len(rows)} epochs. All figures in nats per data point.</p>",
+             verdict_section(config, rows), config_section(config, rows),
+             *training_sections(rows, read_steps(run_dir), config.latent_dim)]
+    pictures = picture_sections(run_dir)
+    if pictures:
+        parts += ["<h2>Pictures</h2>", *pictures]
+    parts += evaluation_sections(run_dir)
     if rows:
         last = {k: v for k, v in rows[-1].items() if not k.startswith("kl_dim_")}
         parts += ["<h2>Last epoch</h2>", _table(last)]
-        dims = sorted((k for k in rows[-1] if k.startswith("kl_dim_")), key=lambda k: int(k[7:]))
-        if dims:
-            parts += ["<h2>KL per latent dimension (validation, last epoch)</h2>",
-                      _table({d[3:]: rows[-1][d] for d in dims})]
-    for name, caption in PICTURES:
-        if (run_dir / name).is_file():
-            data = base64.b64encode((run_dir / name).read_bytes()).decode()
-            parts.append(f"<figure><img alt='{caption}' src='data:image/png;base64,{data}'><figcaption>{caption}</figcaption></figure>")
-    style = ("body{font-family:sans-serif;max-width:960px;margin:2em auto}table{border-collapse:collapse}"
-             "th,td{border:1px solid #ccc;padding:2px 8px;text-align:left}img{max-width:100%;image-rendering:pixelated}")
-    page = f"<!doctype html><html><head><meta charset='utf-8'><title>klvae report</title><style>{style}</style></head><body>{''.join(parts)}</body></html>"
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>klvae report: {html.escape(run_dir.name)}</title>"
+            f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
     return atomic_write(run_dir / "report.html", page)

@@ -1,6 +1,11 @@
-"""Image grids and training curves, written atomically as PNG."""
+"""Image grids and the figures of a run (training curves, KL diagnostics), as PNG.
+
+Figure builders take metrics rows (``klvae.run.read_metrics``: one dict per epoch) and return a
+``matplotlib.figure.Figure``; ``png_bytes`` renders one. Every KL, ELBO and MI axis is in nats per
+data point."""
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -8,11 +13,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from klvae.errors import KlvaeError  # noqa: E402
-from klvae.run import atomic_save  # noqa: E402
+from klvae.run import atomic_save, atomic_write  # noqa: E402
 
 
 def drawable(event_shape: tuple[int, ...]) -> bool:
@@ -60,21 +67,146 @@ def save_grid(path: str | Path, x: torch.Tensor, rows: int | None = None) -> Pat
     return atomic_save(path, lambda buf: plt.imsave(buf, big, cmap="gray", vmin=0, vmax=1, format="png"))
 
 
-def save_curves(path: str | Path, rows: list[dict[str, float]]) -> Path:
-    """ELBO (train/val) and KL per epoch, the two panels a user watches first."""
-    epochs = [r["epoch"] for r in rows]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2))
-    for key in ("train_elbo", "val_elbo"):
-        ax1.plot(epochs, [r.get(key, np.nan) for r in rows], label=key)
-    for key in ("train_kl", "val_kl"):
-        ax2.plot(epochs, [r.get(key, np.nan) for r in rows], label=key)
-    ax1.set(xlabel="epoch", ylabel="nats per data point", title="ELBO")
-    ax2.set(xlabel="epoch", ylabel="nats per data point", title="KL(q(z|x) || p(z))")
+NATS = "nats per data point"
+
+
+def png_bytes(fig: Figure, dpi: int = 100) -> bytes:
+    """The figure as PNG bytes."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def has_column(rows: list[dict[str, float]], key: str) -> bool:
+    """True when some row holds a finite value of ``key``."""
+    return any(isinstance(r.get(key), (int, float)) and math.isfinite(r[key]) for r in rows)
+
+
+def column(rows: list[dict[str, float]], key: str) -> np.ndarray:
+    """(len(rows),) float values of ``key``; NaN where a row lacks it."""
+    return np.array([r.get(key, np.nan) for r in rows], dtype=float)
+
+
+def kl_dim_columns(rows: list[dict[str, float]]) -> list[str]:
+    """The kl_dim_i columns present, in order of i."""
+    keys = {k for r in rows for k in r if k.startswith("kl_dim_") and k[7:].isdigit()}
+    return sorted(keys, key=lambda k: int(k[7:]))
+
+
+def dims_by_final_kl(rows: list[dict[str, float]]) -> list[int]:
+    """Latent dimensions i, largest KL of the last epoch first (NaN last)."""
+    last = {int(k[7:]): rows[-1].get(k, np.nan) for k in kl_dim_columns(rows)}
+    return sorted(last, key=lambda i: (0, -last[i], i) if math.isfinite(last[i]) else (1, 0.0, i))
+
+
+def _lines(ax, rows: list[dict[str, float]], keys: tuple[str, ...], title: str, ylabel: str = NATS) -> None:
+    epochs = column(rows, "epoch")
+    for key in keys:
+        if has_column(rows, key):
+            ax.plot(epochs, column(rows, key), marker="o" if len(rows) < 30 else None, ms=3, label=key)
+    ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+
+
+def curves_figure(rows: list[dict[str, float]]) -> Figure:
+    """ELBO, reconstruction and KL (train/val) and the KL weight, per epoch; the capacity C of a
+    capacity schedule on the weight panel's right axis."""
+    fig = Figure(figsize=(10, 6.4), layout="constrained")
+    (ax1, ax2), (ax3, ax4) = fig.subplots(2, 2)
+    _lines(ax1, rows, ("train_elbo", "val_elbo"), "ELBO")
+    _lines(ax2, rows, ("train_recon", "val_recon"), "reconstruction  E_q[log p(x|z)]")
+    _lines(ax3, rows, ("train_kl", "val_kl"), "KL(q(z|x) || p(z))")
+    _lines(ax4, rows, ("beta",), "KL weight at epoch end", ylabel="weight")
+    if has_column(rows, "capacity"):
+        twin = ax4.twinx()
+        twin.plot(column(rows, "epoch"), column(rows, "capacity"), color="tab:red", ls="--", label="capacity C")
+        twin.set_ylabel("capacity C (nats)")
+        twin.legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def kl_weight_steps_figure(steps: list[dict[str, float]]) -> Figure:
+    """The KL weight per optimisation step (steps.csv), with the capacity C when recorded and the
+    batch-mean KL when recorded."""
+    with_kl = has_column(steps, "kl")
+    fig = Figure(figsize=(10, 3.2), layout="constrained")
+    axes = fig.subplots(1, 2 if with_kl else 1)
+    ax = axes[0] if with_kl else axes
+    step = column(steps, "step")
+    ax.plot(step, column(steps, "kl_weight"), label="KL weight")
+    ax.set(xlabel="step", ylabel="weight", title="KL weight per step")
+    ax.grid(alpha=0.3)
+    if has_column(steps, "capacity"):
+        twin = ax.twinx()
+        twin.plot(step, column(steps, "capacity"), color="tab:red", ls="--", label="capacity C")
+        twin.set_ylabel("capacity C (nats)")
+        twin.legend(fontsize=8, loc="lower right")
+    if with_kl:
+        axes[1].plot(step, column(steps, "kl"), lw=0.8, color="tab:green")
+        axes[1].set(xlabel="step", ylabel=NATS, title="KL per step (batch mean)")
+        axes[1].grid(alpha=0.3)
+    return fig
+
+
+def kl_heatmap_figure(rows: list[dict[str, float]]) -> Figure:
+    """Per-dimension validation KL over epochs: one row per latent dimension, sorted by the last
+    epoch's KL (largest on top), one column per epoch; colour in nats."""
+    order = dims_by_final_kl(rows)
+    values = np.array([column(rows, f"kl_dim_{i}") for i in order])  # (D, epochs)
+    epochs = column(rows, "epoch")
+    fig = Figure(figsize=(10, min(8.0, 2.4 + 0.18 * len(order))), layout="constrained")
+    ax = fig.subplots()
+    first, last = (epochs[0], epochs[-1]) if len(epochs) else (0, 0)
+    image = ax.imshow(np.ma.masked_invalid(values), aspect="auto", cmap="viridis", interpolation="nearest",
+                      extent=(first - 0.5, last + 0.5, len(order) - 0.5, -0.5), vmin=0)
+    step = max(1, math.ceil(len(order) / 32))
+    ax.set_yticks(range(0, len(order), step), [f"z{order[j]}" for j in range(0, len(order), step)], fontsize=8)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="epoch", ylabel="dimension, by final KL", title="KL per latent dimension (validation)")
+    fig.colorbar(image, ax=ax, label="KL (nats)")
+    return fig
+
+
+def active_units_figure(rows: list[dict[str, float]], latent_dim: int) -> Figure:
+    """Active units per epoch against the ceiling ``latent_dim``."""
+    fig = Figure(figsize=(10, 3.2), layout="constrained")
+    ax = fig.subplots()
+    _lines(ax, rows, ("active_units",), "active units (Cov_x E_q[z_i] > 0.01)", ylabel="units")
+    ax.axhline(latent_dim, color="grey", ls="--", label=f"latent_dim = {latent_dim}")
+    ax.set_ylim(-0.2, latent_dim + max(0.5, latent_dim * 0.05))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize=8)
+    return fig
+
+
+def information_figure(rows: list[dict[str, float]]) -> Figure:
+    """Mutual information I(x;z) and KL(q(z) || p(z)) of the aggregated posterior per epoch, beside
+    the validation KL they add up to."""
+    fig = Figure(figsize=(10, 3.2), layout="constrained")
+    ax = fig.subplots()
+    _lines(ax, rows, ("val_kl", "val_mi", "val_agg_kl"), "E[KL(q(z|x) || p(z))] = I(x;z) + KL(q(z) || p(z))")
+    return fig
+
+
+def compare_figure(curves: dict[str, list[dict[str, float]]]) -> Figure:
+    """Validation KL and the KL weight per epoch, one line per run (``curves``: name -> rows)."""
+    fig = Figure(figsize=(10, 3.6), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    for name, rows in curves.items():
+        ax1.plot(column(rows, "epoch"), column(rows, "val_kl"), label=name)
+        ax2.plot(column(rows, "epoch"), column(rows, "beta"), label=name)
+    ax1.set(xlabel="epoch", ylabel=NATS, title="validation KL(q(z|x) || p(z))")
+    ax2.set(xlabel="epoch", ylabel="weight", title="KL weight at epoch end")
     for ax in (ax1, ax2):
-        ax.legend()
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    try:
-        return atomic_save(path, lambda buf: fig.savefig(buf, format="png", dpi=100))
-    finally:
-        plt.close(fig)
+        ax.legend(fontsize=8)
+    return fig
+
+
+def save_curves(path: str | Path, rows: list[dict[str, float]]) -> Path:
+    """curves.png: ELBO, reconstruction, KL and KL weight per epoch."""
+    return atomic_write(path, png_bytes(curves_figure(rows)))
