@@ -2,7 +2,7 @@
 the generated pendulum (one angle) and two-link arm (two angles) images and report, per true
 angle, the circular correlation with the best latent angle, and the test IWAE NLL.
 
-    python benchmarks/bench_angles.py [--epochs E] [--seeds S]
+    python benchmarks/bench_angles.py [--epochs E] [--seeds S] [--data pendulum arm]
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--iwae-k", type=int, default=200)
+    ap.add_argument("--data", nargs="+", default=["pendulum", "arm"], help="run only these data sets")
     ap.add_argument("--out", default="runs/bench/angles.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)  # small nets; see bench_latents.py
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.epochs} epochs, MLP 784-256-128, {args.seeds} seeds (median); circular correlation per true angle")
     print(f"{'data':9s} {'latent':16s} {'d':>2s} {'circular corr.':>16s} {'NLL':>8s}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        for data, latent, dim in CASES:
+        for data, latent, dim in [c for c in CASES if c[0] in args.data]:
             runs = []
             for seed in range(args.seeds):
                 run = klvae.fit({"data": data, "latent": latent, "latent_dim": dim, "net": "mlp", "hidden": [256, 128],

@@ -18,15 +18,22 @@ def circular_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def candidate_angles(model, x: torch.Tensor) -> torch.Tensor:
-    """Angles the latent space offers, (N, C): each angle of a von Mises latent; otherwise the
+    """Angles the latent space offers, (N, C): each angle of a von Mises latent, otherwise the
     angle atan2(z_j, z_i) of every pair of latent coordinates (the circle a spherical latent
-    lives on when D = 2, or a ring a Gaussian latent may have learned)."""
+    lives on when D = 2, or a ring a Gaussian latent may have learned); and the sum and the
+    difference of every two of those, since a torus has other coordinates than the ones the data
+    were made with (a latent holding the arm's absolute headings a1 and a1 + a2 recovers a2 as
+    their difference)."""
     with torch.no_grad():
         z = model.family.point(model.encode(x))
     if model.spec.latent == "von-mises":
-        return z
-    pairs = list(itertools.combinations(range(z.shape[-1]), 2))
-    return torch.stack([torch.atan2(z[:, j], z[:, i]) for i, j in pairs], dim=-1)
+        base = z
+    else:
+        pairs = itertools.combinations(range(z.shape[-1]), 2)
+        base = torch.stack([torch.atan2(z[:, j], z[:, i]) for i, j in pairs], dim=-1)
+    pairs = list(itertools.combinations(range(base.shape[-1]), 2))
+    derived = [base[:, j] + sign * base[:, i] for i, j in pairs for sign in (1, -1)]
+    return torch.cat([base, *(d.unsqueeze(-1) for d in derived)], dim=-1)
 
 
 def angle_recovery(model, x: torch.Tensor, angles: torch.Tensor) -> list[float]:
