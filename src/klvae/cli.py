@@ -31,6 +31,9 @@ def _train_parser(sub) -> None:
         elif f.name == "hidden":
             p.add_argument(flag, nargs="+", default=argparse.SUPPRESS, metavar="WIDTH",
                            help="hidden layer widths, e.g. --hidden 512 512")
+        elif f.name == "exclude_labels":
+            p.add_argument(flag, nargs="+", default=argparse.SUPPRESS, metavar="LABEL",
+                           help="leave these classes out of train and val, e.g. --exclude-labels 3")
         else:
             p.add_argument(flag, default=argparse.SUPPRESS, metavar=f.name.upper(),
                            help=f"default: {f.default}")

@@ -41,6 +41,7 @@ class TrainConfig:
     binarize: str = "auto"  # auto: the dataset's default (dynamic for MNIST-likes)
     val_fraction: float = 0.1
     download: bool = False
+    exclude_labels: list[int] = field(default_factory=list)  # classes left out of train and val (anomaly detection)
     # model
     model: str = "vae"
     latent_dim: int = 16
@@ -104,6 +105,10 @@ class TrainConfig:
                       "iwae_k", "max_bad_steps", "prior_components", "kl_steps", "kl_cycles", "free_bits_group",
                       "collapse_patience")
         check_combination(self.latent, self.prior)
+        if not isinstance(self.exclude_labels, list) or any(
+            not isinstance(c, int) or isinstance(c, bool) for c in self.exclude_labels
+        ):
+            raise KlvaeError(f"exclude_labels must be a list of class labels like [3]; got {self.exclude_labels!r}")
         if not isinstance(self.hidden, list) or not self.hidden or any(
             not isinstance(h, int) or isinstance(h, bool) or h < 1 for h in self.hidden
         ):
