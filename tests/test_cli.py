@@ -29,7 +29,7 @@ N_TEST, N_VAL = 297, 150  # digits: a fixed test split of 297; 10% of the other 
 IWAE_K = 200
 RUN_FILES = ("config.yaml", "model.safetensors", "model.json", "metrics.csv", "checkpoints/last.ckpt",
              "samples.png", "reconstructions.png", "interpolation.png", "curves.png")
-EVAL_KEYS = {"elbo", "recon", "kl", "nll_iwae", "iwae_k", "active_units", "n"}
+EVAL_KEYS = {"elbo", "recon", "kl", "nll_iwae", "iwae_k", "active_units", "n", "elbo_se", "nll_iwae_se"}
 
 
 @pytest.fixture(scope="module")

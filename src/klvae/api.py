@@ -92,13 +92,13 @@ def fit(config: TrainConfig | dict[str, Any] | str | Path, overwrite: bool = Fal
     check_out(run_dir, config.resume, overwrite)
     L.seed_everything(config.seed, verbose=False)
     data = load_dataset(config.data, config.data_dir, config.binarize, config.val_fraction, config.seed,
-                        download=config.download)
+                        download=config.download).without_classes(config.exclude_labels)
     spec = ModelSpec(
         event_shape=list(data.event_shape), latent_dim=config.latent_dim, hidden=list(config.hidden),
         net=pick_net(tuple(data.event_shape), config.net), activation=config.activation,
         likelihood=resolve_likelihood(config.likelihood, data), decoder_scale=config.decoder_scale,
         min_scale=config.min_scale, model=config.model, latent=config.latent, prior=config.prior,
-        prior_components=config.prior_components, sparsity=config.sparsity,
+        prior_components=config.prior_components, sparsity=config.sparsity, decoder=config.decoder,
     )
     if config.resume:
         check_resumable(run_dir, spec)
@@ -109,7 +109,7 @@ def fit(config: TrainConfig | dict[str, Any] | str | Path, overwrite: bool = Fal
     if spec.prior == "vamp" and not config.resume:
         model.learned_prior.init_from(data.train[: spec.prior_components])
     task = VAETask(model, config, train_batch=data.train_batch)
-    callbacks = [RunDirectory(run_dir, spec, resume=config.resume), Pictures(run_dir, data.test, config.seed),
+    callbacks = [RunDirectory(run_dir, spec, config.resume, config), Pictures(run_dir, data.test, config.seed),
                  *(callbacks or [])]
     trainer = build_trainer(config, run_dir, callbacks)
     ckpt = start_run_dir(run_dir, config, overwrite)

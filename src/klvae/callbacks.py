@@ -10,17 +10,19 @@ import torch
 from klvae.generation import interpolate, reconstruct, sample
 from klvae.report.plots import drawable, save_curves, save_grid
 from klvae.run import STEPS, read_metrics, save_model, write_metrics
+from klvae.training import objective_column
 
 
 class RunDirectory(L.Callback):
     """Keeps metrics.csv (one row per epoch), steps.csv (one row per optimisation step), the
     TensorBoard logs and model.safetensors (best validation ELBO) current."""
 
-    def __init__(self, run_dir: Path, spec, resume: bool):
+    def __init__(self, run_dir: Path, spec, resume: bool, config):
         self.run_dir, self.spec = run_dir, spec
         self.rows = read_metrics(run_dir) if resume else []
         self.steps = read_metrics(run_dir, STEPS) if resume else []
-        finite = [r["val_elbo"] for r in self.rows if math.isfinite(r.get("val_elbo", math.nan))]
+        self.column = objective_column(config)
+        finite = [r[self.column] for r in self.rows if math.isfinite(r.get(self.column, math.nan))]
         self.best = max(finite, default=-math.inf)
 
     def on_fit_start(self, trainer: L.Trainer, task) -> None:
@@ -32,6 +34,7 @@ class RunDirectory(L.Callback):
         capacity = task.schedule.capacity(last_step)
         row = {"epoch": task.current_epoch + 1, "step": trainer.global_step, "beta": task.schedule.weight(last_step),
                **({"capacity": capacity} if capacity is not None else {}), "free_bits": task.free_bits,
+               "lr": task.optimizers().param_groups[0]["lr"],
                **task.train_row(), **getattr(task, "val_row", {}), "skipped_steps": task.skipped_steps}
         task.log("train_elbo", row["train_elbo"], prog_bar=True)
         steps = [{**s, "epoch": row["epoch"]} for s in task.take_steps()]
@@ -42,7 +45,7 @@ class RunDirectory(L.Callback):
             self.steps = [s for s in self.steps if s["step"] < first] + steps
             write_metrics(self.run_dir, self.steps, STEPS)
             log_tensorboard(trainer, row, steps)
-            val = row.get("val_elbo", math.nan)
+            val = row.get(self.column, math.nan)
             if math.isfinite(val) and val > self.best:
                 self.best = val
                 save_model(self.run_dir, task.model, self.spec)

@@ -12,7 +12,7 @@ from pathlib import Path
 from klvae.config import TrainConfig
 from klvae.errors import KlvaeError
 
-BOOL_FLAGS = {"resume", "download", "progress"}
+BOOL_FLAGS = {"resume", "download", "progress", "dreg"}
 
 
 class Parser(argparse.ArgumentParser):
@@ -39,6 +39,28 @@ def _train_parser(sub) -> None:
                            help=f"default: {f.default}")
 
 
+def _score_parser(sub) -> None:
+    p = sub.add_parser("score", help="per-example anomaly scores of a run on any data; AUROC / AUPRC")
+    p.add_argument("run")
+    p.add_argument("--data", default=None, metavar="NAME|PATH", help="data set or file to score (default: the run's own)")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--score", nargs="+", default=None, metavar="NAME",
+                   help="elbo kl recon iwae typicality complexity (default: all)")
+    p.add_argument("--iwae-k", type=int, default=100, help="importance samples of the iwae-based scores (default: 100)")
+    p.add_argument("--anomalous-labels", nargs="+", type=int, default=None, metavar="LABEL",
+                   help="the examples of these classes are the anomalies, e.g. --anomalous-labels 3")
+    p.add_argument("--ood-data", default=None, metavar="NAME|PATH",
+                   help="a second data set, scored as the anomalies (its --ood-split)")
+    p.add_argument("--ood-split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--reference-size", type=int, default=2000,
+                   help="training points whose mean NLL centres the typicality score (default: 2000)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--out", default=None, metavar="CSV", help="write the per-example scores here")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="klvae", description="Variational autoencoders with the KL term in view.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -53,6 +75,8 @@ def build_parser() -> Parser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    _score_parser(sub)
 
     p = sub.add_parser("sample", help="a grid of decoder means from prior samples")
     p.add_argument("run")
@@ -121,11 +145,38 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(json.dumps(r))
         return
     print(f"{args.run} on {r['split']} (n={r['n']}), nats per data point:")
-    print(f"  ELBO            {r['elbo']:10.3f}")
+    print(f"  ELBO            {r['elbo']:10.3f} ± {r['elbo_se']:.3f} (standard error)")
     print(f"  reconstruction  {r['recon']:10.3f}")
     print(f"  KL              {r['kl']:10.3f}")
-    print(f"  NLL (IWAE, K={r['iwae_k']}) {r['nll_iwae']:8.3f}")
+    print(f"  NLL (IWAE, K={r['iwae_k']}) {r['nll_iwae']:8.3f} ± {r['nll_iwae_se']:.3f}")
     print(f"  active units    {r['active_units']:10d}")
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    from klvae.evaluation.anomaly import score
+    from klvae.run import atomic_write
+
+    report = score(args.run, args.data, args.split, args.score, args.iwae_k, args.batch_size, args.seed,
+                   args.anomalous_labels, args.ood_data, args.ood_split, args.data_dir,
+                   reference_size=args.reference_size)
+    out = str(atomic_write(args.out, report.to_csv())) if args.out else None
+    summary = {**report.summary(), "out": out}
+    if args.json:
+        print(json.dumps(summary))
+        return
+    names = list(report.sets[0].scores)
+    for s in summary["sets"]:
+        marked = "" if s["n_anomalous"] is None else f", {s['n_anomalous']} anomalous"
+        print(f"{s['data']} {s['split']} (n={s['n']}{marked}): mean score, nats per data point")
+        print("  " + "  ".join(f"{n} {s['mean'][n]:.3f}" for n in names))
+    if report.metrics:
+        print(f"detection (higher score = more anomalous; IWAE K={report.iwae_k}):")
+        print(f"  {'score':12s} {'AUROC':>7s} {'AUPRC':>7s}")
+        for n, m in report.metrics.items():
+            flag = "  < 0.5: ranks the anomalies as more normal" if m["auroc"] < 0.5 else ""
+            print(f"  {n:12s} {m['auroc']:7.3f} {m['auprc']:7.3f}{flag}")
+    if out:
+        print(f"wrote {out}")
 
 
 def _run_data(args: argparse.Namespace):

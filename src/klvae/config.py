@@ -25,6 +25,8 @@ CHOICES = {
     "decoder": ("factorised", "autoregressive"),
     "kl_schedule": ("constant", "linear", "sigmoid", "cyclical", "capacity"),
     "on_collapse": ("warn", "stop", "free-bits"),
+    "objective": ("elbo", "iwae"),
+    "lr_schedule": ("constant", "iwae-stages"),
 }
 
 
@@ -57,6 +59,9 @@ class TrainConfig:
     sparsity: float = 0.5  # spike-slab prior: probability that a latent dimension is on
     decoder: str = "factorised"  # factorised: pixels independent given z | autoregressive: a GRU over image rows
     # objective
+    objective: str = "elbo"  # elbo (beta-ELBO) | iwae (the K-sample bound of Burda et al. 2015)
+    k: int = 1  # samples of z per data point in training: importance samples (iwae), or averaged (elbo)
+    dreg: bool = False  # iwae: the encoder's gradient by DReG (Tucker et al. 2018)
     beta: float = 1.0
     kl_estimator: str = "auto"
     kl_samples: int = 1
@@ -78,6 +83,8 @@ class TrainConfig:
     epochs: int = 50
     batch_size: int = 100
     lr: float = 1e-3
+    lr_schedule: str = "constant"  # constant | iwae-stages (Burda et al. 2015: 8 stages of 3^(i-1) epochs, lr x 10^(-(i-1)/7))
+    adam_eps: float = 1e-8
     seed: int = 0
     patience: int = 0  # early stopping on validation ELBO after this many flat epochs; 0 = off
     max_bad_steps: int = 20  # consecutive non-finite steps tolerated before the run stops
@@ -103,7 +110,7 @@ class TrainConfig:
                 raise KlvaeError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
         _positive_int(self, "latent_dim", "epochs", "batch_size", "kl_samples", "num_nodes",
                       "iwae_k", "max_bad_steps", "prior_components", "kl_steps", "kl_cycles", "free_bits_group",
-                      "collapse_patience")
+                      "collapse_patience", "k")
         check_combination(self.latent, self.prior)
         if not isinstance(self.exclude_labels, list) or any(
             not isinstance(c, int) or isinstance(c, bool) for c in self.exclude_labels
@@ -113,7 +120,7 @@ class TrainConfig:
             not isinstance(h, int) or isinstance(h, bool) or h < 1 for h in self.hidden
         ):
             raise KlvaeError(f"hidden must be a list of positive layer widths like [256, 256]; got {self.hidden!r}")
-        for name in ("beta", "lr", "min_scale", "val_fraction", "sparsity", "kl_start", "kl_ratio", "capacity",
+        for name in ("beta", "lr", "adam_eps", "min_scale", "val_fraction", "sparsity", "kl_start", "kl_ratio", "capacity",
                      "free_bits", "collapse_kl"):
             _number(self, name)
         if not 0 <= self.kl_start <= 1:
@@ -123,12 +130,19 @@ class TrainConfig:
         for name in ("capacity", "free_bits", "collapse_kl"):
             if getattr(self, name) < 0:
                 raise KlvaeError(f"{name} must be >= 0 nats; got {getattr(self, name)}")
+        if self.objective == "iwae" and (self.beta != 1 or self.kl_schedule != "constant" or self.free_bits):
+            raise KlvaeError("objective iwae trains the bound itself, without a KL weight; drop --beta, "
+                             "--kl-schedule and --free-bits, or use --objective elbo")
+        if self.dreg and self.objective != "iwae":
+            raise KlvaeError("dreg is a gradient of the iwae objective; add --objective iwae or drop --dreg")
         if not isinstance(self.collapse_units, int) or isinstance(self.collapse_units, bool) or self.collapse_units < 0:
             raise KlvaeError(f"collapse_units must be a non-negative integer; got {self.collapse_units!r}")
         if not 0 < self.sparsity < 1:
             raise KlvaeError(f"sparsity must be in (0, 1); got {self.sparsity}")
         if self.beta < 0:
             raise KlvaeError(f"beta must be >= 0; got {self.beta}")
+        if not 0 < self.adam_eps < 1:
+            raise KlvaeError(f"adam_eps must be in (0, 1); got {self.adam_eps}")
         if not 0 < self.lr < 10:
             raise KlvaeError(f"lr must be in (0, 10); got {self.lr}")
         if not 0 < self.min_scale < 1:

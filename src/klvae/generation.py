@@ -1,4 +1,9 @@
-"""Generation from a trained model: prior samples, reconstructions, latent interpolation."""
+"""Generation from a trained model: prior samples, reconstructions, latent interpolation.
+
+Every picture is a decoder mean E[x|z], ``model.decode(z).mean``. For the autoregressive decoder
+(klvae.autoregressive) that mean is intractable and ``.mean`` is its deterministic approximation:
+the row-by-row pass that feeds each row's probabilities to the next row.
+"""
 from __future__ import annotations
 
 import torch

@@ -1,5 +1,6 @@
 """Encoder and decoder bodies: an MLP for flat or small inputs, a small conv net for 28x28 and
-64x64 images. Encoders map x: (B, *event) -> (B, out); decoders z: (B, D) -> (B, *event)."""
+64x64 images. Encoders map x: (B, *event) -> (B, out); decoders z: (B, D) -> (B, *event), except
+the autoregressive one (klvae.autoregressive), which maps z to a distribution over images."""
 from __future__ import annotations
 
 import math
@@ -98,5 +99,11 @@ def make_encoder(kind: str, event_shape, hidden, out, activation) -> nn.Module:
     return (ConvEncoder if kind == "conv" else MLPEncoder)(tuple(event_shape), hidden, out, activation)
 
 
-def make_decoder(kind: str, event_shape, hidden, latent_dim, activation) -> nn.Module:
+def make_decoder(kind: str, event_shape, hidden, latent_dim, activation, decoder: str = "factorised") -> nn.Module:
+    """The decoder body; ``decoder="autoregressive"`` gives the row GRU of klvae.autoregressive
+    (whatever ``kind``), of width hidden[0]: the width next to the data, as in the factorised decoders."""
+    if decoder == "autoregressive":
+        from klvae.autoregressive import RowGRUDecoder
+
+        return RowGRUDecoder(tuple(event_shape), hidden[0], latent_dim)
     return (ConvDecoder if kind == "conv" else MLPDecoder)(tuple(event_shape), hidden, latent_dim, activation)

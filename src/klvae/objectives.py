@@ -45,11 +45,14 @@ class ElboTerms:
         return torch.stack([g.sum() for g in groups]).clamp_min(free_bits).sum()
 
 
-def elbo(model, x: torch.Tensor, kl_estimator: str = "auto", kl_samples: int = 1) -> ElboTerms:
-    """One reparameterised sample z ~ q(z|x) per point; the KL from :func:`klvae.kl.kl`."""
+def elbo(model, x: torch.Tensor, kl_estimator: str = "auto", kl_samples: int = 1, samples: int = 1) -> ElboTerms:
+    """The reconstruction term averaged over ``samples`` reparameterised z ~ q(z|x) per point (the
+    "VAE with k samples" of Burda et al. 2015); the KL from :func:`klvae.kl.kl`."""
     q = model.encode(x)
-    z = q.rsample()  # (N, D)
-    recon = model.decode(z).log_prob(x)
+    if samples == 1:
+        recon = model.decode(q.rsample()).log_prob(x)
+    else:
+        recon = model.decode(q.rsample((samples,))).log_prob(x).mean(0)
     k = kl(q, model.prior(), kl_estimator, kl_samples)
     return ElboTerms(recon, k.value, k.per_dim, k.method, q)
 
@@ -76,3 +79,38 @@ def iwae_bound(model, x: torch.Tensor, k: int, chunk: int | None = None) -> torc
         lw = log_weights(model, x, min(chunk, k - start), q).logsumexp(0)  # (N,)
         total = lw if total is None else torch.logaddexp(total, lw)
     return total - math.log(k)
+
+
+@dataclass
+class IwaeTerms:
+    """The K-sample IWAE bound of each data point and, from its first sample, the ELBO terms
+    that the diagnostics read (recon, KL, q)."""
+
+    bound: torch.Tensor  # (N,) log (1/K) sum_k w_k
+    first: ElboTerms
+
+    def loss(self) -> torch.Tensor:
+        return -self.bound.mean()
+
+
+def iwae_objective(model, x: torch.Tensor, k: int, dreg: bool = False, kl_estimator: str = "auto",
+                   kl_samples: int = 1) -> IwaeTerms:
+    """The IWAE bound (Burda et al. 2015) with K reparameterised samples, to maximise.
+
+    ``dreg``: the encoder's gradient is the doubly reparameterised estimator of Tucker et al.
+    (2018), sum_k w~_k^2 d log w_k / d z_k dz_k / d phi, with log q evaluated at parameters that
+    carry no gradient; the decoder's gradient is IWAE's own. One backward pass gives both: the
+    loss is IWAE's, and a hook on z scales each sample's gradient by w~_k once more."""
+    h = model.encoder_output(x)
+    q = model.family.posterior(h)
+    z = q.rsample((k,))  # (K, N, D)
+    log_px = model.decode(z).log_prob(x)
+    prior = model.prior()
+    log_q = (model.family.posterior(h.detach()) if dreg else q).log_prob(z)
+    log_w = log_px + prior.log_prob(z) - log_q
+    if dreg and z.requires_grad:
+        w = torch.softmax(log_w.detach(), dim=0).unsqueeze(-1)
+        z.register_hook(lambda grad: grad * w)
+    bound = log_w.logsumexp(0) - math.log(k)
+    kl_first = kl(q, prior, kl_estimator, kl_samples)
+    return IwaeTerms(bound, ElboTerms(log_px[0], kl_first.value, kl_first.per_dim, kl_first.method, q))

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from klvae.diagnostics import CollapseWarning, active_units, collapse_verdict, mutual_information, off_fraction
 from klvae.errors import KlvaeError
-from klvae.objectives import elbo
+from klvae.objectives import elbo, iwae_bound, iwae_objective
 from klvae.schedules import KLSchedule
 
 MI_POINTS = 1000  # validation points whose aggregated posterior gives I(x; z) each epoch
@@ -66,7 +66,7 @@ class VAETask(L.LightningModule):
         self.automatic_optimization = False
         self.bad_in_a_row = 0
         self.skipped_steps = 0
-        self.train_sums = torch.zeros(4)  # sum elbo, recon, kl, count
+        self.train_sums = torch.zeros(5)  # sums of elbo, recon, kl, the trained bound; count
         self.val_parts: list[tuple] = []
         self.mi_x: list[torch.Tensor] = []
         self.schedule = KLSchedule.from_config(config)
@@ -75,11 +75,19 @@ class VAETask(L.LightningModule):
         self.steps: list[tuple[int, float, float, torch.Tensor]] = []  # step, weight, capacity, (loss, recon, kl)
 
     def configure_optimizers(self):
+        cfg = self.config
         fused = self.device.type in ("cpu", "cuda")
-        return torch.optim.Adam(self.model.parameters(), lr=self.config.lr, fused=fused)
+        opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, eps=cfg.adam_eps, fused=fused)
+        if cfg.lr_schedule == "constant":
+            return opt
+        return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.LambdaLR(opt, iwae_stages)}
+
+    def on_train_epoch_end(self) -> None:
+        for scheduler in [s for s in [self.lr_schedulers()] if s is not None]:
+            scheduler.step()  # manual optimisation steps schedulers itself
 
     def on_train_epoch_start(self) -> None:
-        self.train_sums = torch.zeros(4, device=self.device)
+        self.train_sums = torch.zeros(5, device=self.device)
 
     def training_step(self, x: torch.Tensor, batch_idx: int) -> None:
         if self.train_batch is not None:
@@ -87,8 +95,12 @@ class VAETask(L.LightningModule):
         cfg = self.config
         step = self.global_step
         weight, capacity = self.schedule.weight(step), self.schedule.capacity(step)
-        terms = elbo(self.model, x, cfg.kl_estimator, cfg.kl_samples)
-        loss = terms.loss(weight, capacity, self.free_bits, cfg.free_bits_group)
+        if cfg.objective == "iwae":
+            iwae = iwae_objective(self.model, x, cfg.k, cfg.dreg, cfg.kl_estimator, cfg.kl_samples)
+            terms, loss, bound = iwae.first, iwae.loss(), iwae.bound
+        else:
+            terms = elbo(self.model, x, cfg.kl_estimator, cfg.kl_samples, cfg.k)
+            loss, bound = terms.loss(weight, capacity, self.free_bits, cfg.free_bits_group), terms.elbo
         opt = self.optimizers()
         if not torch.isfinite(loss):
             return self._skip("loss")
@@ -101,7 +113,7 @@ class VAETask(L.LightningModule):
         self.bad_in_a_row = 0
         with torch.no_grad():
             e, r, k = terms.elbo.sum(), terms.recon.sum(), terms.kl.sum()
-            self.train_sums += torch.stack([e, r, k, e.new_tensor(float(len(x)))])
+            self.train_sums += torch.stack([e, r, k, bound.detach().sum(), e.new_tensor(float(len(x)))])
             n = float(len(x))
             self.steps.append((step, weight, math.nan if capacity is None else capacity,
                                torch.stack([loss.detach(), r / n, k / n])))
@@ -126,8 +138,9 @@ class VAETask(L.LightningModule):
         terms = elbo(self.model, x, self.config.kl_estimator, self.config.kl_samples)
         per_dim = terms.kl_per_dim.sum(0) if terms.kl_per_dim is not None else None
         off = off_fraction(terms.q)
+        bound = iwae_bound(self.model, x, self.config.k).sum() if self.config.objective == "iwae" else terms.elbo.sum()
         self.val_parts.append((terms.elbo.sum(), terms.recon.sum(), terms.kl.sum(), len(x), per_dim, terms.q.mean,
-                               off.sum() if off is not None else None))
+                               off.sum() if off is not None else None, bound))
         if sum(len(m) for m in self.mi_x) < MI_POINTS:
             self.mi_x.append(x[: MI_POINTS - sum(len(m) for m in self.mi_x)])
 
@@ -135,7 +148,7 @@ class VAETask(L.LightningModule):
         parts, self.val_parts = self.val_parts, []
         if not parts:
             return
-        sums = torch.stack([torch.stack([p[0], p[1], p[2], p[0].new_tensor(float(p[3]))]) for p in parts]).sum(0)
+        sums = torch.stack([torch.stack([p[0], p[1], p[2], p[0].new_tensor(float(p[3])), p[7]]) for p in parts]).sum(0)
         loc = torch.cat([p[5] for p in parts])
         per_dim = torch.stack([p[4] for p in parts]).sum(0) if parts[0][4] is not None else None
         if self.trainer.world_size > 1:  # every rank saw a shard of the validation set
@@ -145,6 +158,8 @@ class VAETask(L.LightningModule):
         n = sums[3]
         self.val_row = {"val_elbo": (sums[0] / n).item(), "val_recon": (sums[1] / n).item(),
                         "val_kl": (sums[2] / n).item(), "active_units": active_units(loc)}
+        if self.config.objective == "iwae":
+            self.val_row["val_iwae"] = (sums[4] / n).item()
         if per_dim is not None:
             self.val_row.update({f"kl_dim_{i}": v for i, v in enumerate((per_dim / n).tolist())})
         if parts[0][6] is not None:  # spike-and-slab: expected fraction of dimensions switched off
@@ -152,13 +167,17 @@ class VAETask(L.LightningModule):
             off = self.all_gather(off).sum() if self.trainer.world_size > 1 else off
             self.val_row["val_off_fraction"] = (off / n).item()
         mi_x, self.mi_x = torch.cat(self.mi_x), []
-        mi = torch.tensor(mutual_information(self.model, mi_x), device=self.device)
+        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):  # the diagnostic draws its own z; training's RNG is untouched
+            torch.manual_seed(self.current_epoch)
+            mi = torch.tensor(mutual_information(self.model, mi_x), device=self.device)
         if self.trainer.world_size > 1:
             mi = self.all_gather(mi).mean(0)
         self.val_row.update({"val_mi": mi[0].item(), "val_agg_kl": mi[1].item()})
         self.judge_collapse()
         self.log("val_elbo", self.val_row["val_elbo"], prog_bar=True)
         self.log("val_kl", self.val_row["val_kl"], prog_bar=True)
+        self.log("val_objective", self.val_row[objective_column(self.config)])
 
     def judge_collapse(self) -> None:
         """The collapse verdict of this epoch (column ``collapsed``). A collapse that lasts
@@ -186,8 +205,27 @@ class VAETask(L.LightningModule):
         sums = self.train_sums
         if self.trainer.world_size > 1:
             sums = self.all_gather(sums).sum(0)
-        n = max(sums[3].item(), 1.0)
-        return {"train_elbo": sums[0].item() / n, "train_recon": sums[1].item() / n, "train_kl": sums[2].item() / n}
+        n = max(sums[4].item(), 1.0)
+        row = {"train_elbo": sums[0].item() / n, "train_recon": sums[1].item() / n, "train_kl": sums[2].item() / n}
+        if self.config.objective == "iwae":
+            row["train_iwae"] = sums[3].item() / n
+        return row
+
+
+def iwae_stages(epoch: int) -> float:
+    """The learning-rate factor of Burda et al. (2015): stage i = 1..8 runs 3^(i-1) epochs at
+    10^(-(i-1)/7) times the base rate (3,280 epochs in all); later epochs stay in stage 8."""
+    stage, end = 1, 1
+    while epoch >= end and stage < 8:
+        stage += 1
+        end += 3 ** (stage - 1)
+    return 10 ** (-(stage - 1) / 7)
+
+
+def objective_column(config) -> str:
+    """The metrics.csv column that picks the best epoch and early-stops: the validation value of
+    the trained objective (val_elbo, or val_iwae with the training K)."""
+    return "val_iwae" if config.objective == "iwae" else "val_elbo"
 
 
 def resolve_likelihood(requested: str, dataset) -> str:
@@ -224,9 +262,9 @@ def build_trainer(config, run_dir: Path, callbacks: list) -> L.Trainer:
 
     quiet_lightning()
     callbacks = [*callbacks, ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best",
-                                             monitor="val_elbo", mode="max", save_last=True)]
+                                             monitor="val_objective", mode="max", save_last=True)]
     if config.patience:
-        callbacks.append(EarlyStopping(monitor="val_elbo", mode="max", patience=config.patience))
+        callbacks.append(EarlyStopping(monitor="val_objective", mode="max", patience=config.patience))
     devices = config.devices if config.devices == "auto" else int(config.devices)
     if config.num_nodes > 1 and not any(v in os.environ for v in CLUSTER_VARIABLES):
         raise KlvaeError(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -59,12 +59,46 @@ class Dataset:
             return bernoulli_draw(x, generator)
         return x
 
+    def without_classes(self, labels: list[int]) -> "Dataset":
+        """This data set with the classes ``labels`` left out of train and val; test keeps every
+        class (leave-one-class-out anomaly detection scores it). Binarised draws are kept as they
+        are, so val and test stay the evaluation copies. No labels given: self unchanged."""
+        if not labels:
+            return self
+        present = class_labels(self)
+        missing = sorted(set(labels) - set(present))
+        if missing:
+            raise KlvaeError(
+                f"exclude_labels {missing} are not classes of {self.name} (its classes: "
+                f"{', '.join(map(str, present))}); choose among them"
+            )
+        out = torch.tensor(sorted(set(labels)))
+        keep_train = ~torch.isin(self.train_labels, out)
+        keep_val = ~torch.isin(self.val_labels, out)
+        if not keep_train.any() or not keep_val.any():
+            raise KlvaeError(
+                f"exclude_labels {sorted(set(labels))} leave no {self.name} data to train or validate on; keep more classes"
+            )
+        return replace(self, train=self.train[keep_train], train_labels=self.train_labels[keep_train],
+                       val=self.val[keep_val], val_labels=self.val_labels[keep_val])
+
     def __repr__(self) -> str:
         sizes = ", ".join(f"{s}={len(getattr(self, s))}" for s in ("train", "val", "test"))
         return (
             f"Dataset(name={self.name!r}, {sizes}, event_shape={self.event_shape}, "
             f"binarize={self.binarize!r}, binary={self.binary})"
         )
+
+
+def class_labels(data: Dataset) -> list[int]:
+    """The sorted class labels of data's splits; KlvaeError when it has no class labels."""
+    parts = [y for y in (data.train_labels, data.val_labels, data.test_labels) if y is not None]
+    if not parts or any(y.is_floating_point() or y.ndim != 1 for y in parts):
+        raise KlvaeError(
+            f"{data.name} has no class labels, so none can be excluded; drop exclude_labels or use "
+            "a labelled data set (e.g. mnist, or an .npz file with a 'y' array)"
+        )
+    return torch.unique(torch.cat(parts)).tolist()
 
 
 def make_dataset(

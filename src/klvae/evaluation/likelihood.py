@@ -30,7 +30,8 @@ def plan_batches(n_points: int, event_size: int, k: int, batch_size: int | None 
 def evaluate_model(model, x: torch.Tensor, iwae_k: int = 1000, batch_size: int | None = None,
                    seed: int = 0) -> dict:
     """ELBO, reconstruction, KL (nats per data point), IWAE NLL estimate -log p(x) with ``iwae_k``
-    importance samples (positive, nats per data point), and active units, for x: (N, *event)."""
+    importance samples (positive, nats per data point), and active units, for x: (N, *event).
+    ``elbo_se`` and ``nll_iwae_se`` are the standard errors of the two means over data points."""
     if iwae_k < 1:
         raise KlvaeError(f"iwae_k must be a positive integer; got {iwae_k}")
     if batch_size is not None and batch_size < 1:
@@ -38,7 +39,7 @@ def evaluate_model(model, x: torch.Tensor, iwae_k: int = 1000, batch_size: int |
     model.eval()
     device = next(model.parameters()).device
     batch, chunk = plan_batches(len(x), math.prod(x.shape[1:]), iwae_k, batch_size)
-    sums = torch.zeros(4, dtype=torch.float64)  # elbo, recon, kl, log p(x)
+    sums = torch.zeros(6, dtype=torch.float64)  # elbo, recon, kl, log p(x), elbo^2, log p(x)^2
     per_dim, locs, off = None, [], []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
@@ -46,7 +47,9 @@ def evaluate_model(model, x: torch.Tensor, iwae_k: int = 1000, batch_size: int |
             xb = x[start:start + batch].to(device)
             terms = elbo(model, xb)
             log_px = iwae_bound(model, xb, iwae_k, chunk)
-            sums += torch.stack([terms.elbo.sum(), terms.recon.sum(), terms.kl.sum(), log_px.sum()]).double().cpu()
+            e, lp = terms.elbo.double(), log_px.double()
+            sums += torch.stack([e.sum(), terms.recon.double().sum(), terms.kl.double().sum(), lp.sum(),
+                                 (e**2).sum(), (lp**2).sum()]).cpu()
             if terms.kl_per_dim is not None:
                 part = terms.kl_per_dim.sum(0).double().cpu()
                 per_dim = part if per_dim is None else per_dim + part
@@ -58,6 +61,7 @@ def evaluate_model(model, x: torch.Tensor, iwae_k: int = 1000, batch_size: int |
     n = len(x)
     result = {"elbo": sums[0].item() / n, "recon": sums[1].item() / n, "kl": sums[2].item() / n,
               "nll_iwae": -sums[3].item() / n, "iwae_k": iwae_k,
+              "elbo_se": _standard_error(sums[0], sums[4], n), "nll_iwae_se": _standard_error(sums[3], sums[5], n),
               "active_units": active_units(torch.cat(locs)), "n": n}
     if per_dim is not None:
         result["kl_per_dim"] = (per_dim / n).tolist()
@@ -80,6 +84,13 @@ def split_with_labels(config, split: str, data_dir: str | None = None) -> tuple[
     if split == "train":  # train stays grey under dynamic binarisation: draw it once, reproducibly
         x = data.train_batch(x, torch.Generator().manual_seed(0))
     return x, getattr(data, f"{split}_labels")
+
+def _standard_error(total: torch.Tensor, squares: torch.Tensor, n: int) -> float:
+    """Standard error of a mean from the sum and the sum of squares of n values."""
+    if n < 2:
+        return math.nan
+    variance = (squares.item() - total.item() ** 2 / n) / (n - 1)
+    return math.sqrt(max(variance, 0.0) / n)
 
 
 def evaluate(run_dir: str | Path, split: str = "test", iwae_k: int = 1000, batch_size: int | None = None,
