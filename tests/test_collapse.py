@@ -114,3 +114,14 @@ def test_the_cli_prints_the_collapse_warning_in_one_line(tmp_path):
     assert r.rc == 0
     warned = [line for line in r.err.splitlines() if "posterior collapse" in line]
     assert len(warned) == 1 and warned[0].startswith("klvae: warning: epoch ")
+
+
+def test_a_recovery_from_collapse_is_reported_too(tmp_path):
+    """The demo's model without warm-up: collapsed for its first epochs, then z comes back."""
+    with pytest.warns(CollapseWarning) as caught:
+        run = klvae.fit({"data": "digits", "epochs": 12, "progress": False, "out": str(tmp_path / "r")})
+    messages = [str(w.message) for w in caught if w.category is CollapseWarning]
+    rows = read_metrics(run)
+    assert len(messages) == 2 and "posterior collapse" in messages[0] and "has recovered" in messages[1]
+    recovered = int(messages[1].split(":")[0].split()[1])
+    assert rows[recovered - 1]["collapsed"] == 0 and rows[recovered - 2]["collapsed"] == 1

@@ -182,12 +182,16 @@ class VAETask(L.LightningModule):
     def judge_collapse(self) -> None:
         """The collapse verdict of this epoch (column ``collapsed``). A collapse that lasts
         ``collapse_patience`` epochs once the KL schedule has reached full weight is warned about
-        and acted on as ``on_collapse`` says (early epochs often pass through a collapsed state)."""
+        and acted on as ``on_collapse`` says; a recovery from it is reported too (early epochs often
+        pass through a collapsed state)."""
         cfg, row = self.config, self.val_row
         collapsed, message = collapse_verdict(row["val_kl"], row["active_units"], self.model.latent_dim,
                                               cfg.collapse_kl, cfg.collapse_units)
         row["collapsed"] = int(collapsed)
         settled = self.schedule.settled(max(self.global_step - 1, 0))
+        if not collapsed and self.collapsed_epochs >= cfg.collapse_patience and self.trainer.is_global_zero:
+            warnings.warn(f"epoch {self.current_epoch + 1}: the posterior has recovered: {message[len('no collapse: '):]}",
+                          CollapseWarning, stacklevel=1)
         self.collapsed_epochs = self.collapsed_epochs + 1 if collapsed and settled else 0
         if self.collapsed_epochs != cfg.collapse_patience:
             return
