@@ -57,3 +57,16 @@ def test_yaml_file_problems_are_errors(tmp_path):
     scalar.write_text("3\n")
     with pytest.raises(KlvaeError, match="must hold a mapping"):
         TrainConfig.from_yaml(scalar)
+
+
+def test_every_shipped_recipe_is_a_valid_config():
+    from pathlib import Path
+
+    recipes = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+    assert len(recipes) >= 8
+    for path in recipes:
+        config = TrainConfig.from_yaml(path)
+        if path.name.startswith("burda-1layer-"):  # Burda et al.'s 1-layer setting, as its comment says
+            kind, k = path.stem.split("-")[2:]
+            assert config.objective == ("iwae" if kind == "iwae" else "elbo") and config.k == int(k[1:])
+            assert (config.hidden, config.latent_dim, config.batch_size, config.epochs) == ([200, 200], 50, 20, 3280)
