@@ -108,7 +108,7 @@ def fit(config: TrainConfig | dict[str, Any] | str | Path, overwrite: bool = Fal
         raise KlvaeError(f"{err}; use --net mlp") from None
     if spec.prior == "vamp" and not config.resume:
         model.learned_prior.init_from(data.train[: spec.prior_components])
-    task = VAETask(model, config, train_batch=data.train_batch)
+    task = VAETask(model, config, train_batch=data.train_batch, dataset_size=len(data.train))
     callbacks = [RunDirectory(run_dir, spec, config.resume, config), Pictures(run_dir, data.test, config.seed),
                  *(callbacks or [])]
     trainer = build_trainer(config, run_dir, callbacks)

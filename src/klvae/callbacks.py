@@ -34,7 +34,7 @@ class RunDirectory(L.Callback):
         capacity = task.schedule.capacity(last_step)
         row = {"epoch": task.current_epoch + 1, "step": trainer.global_step, "beta": task.schedule.weight(last_step),
                **({"capacity": capacity} if capacity is not None else {}), "free_bits": task.free_bits,
-               "lr": task.optimizers().param_groups[0]["lr"],
+               "lr": task.model_optimizer().param_groups[0]["lr"],
                **task.train_row(), **getattr(task, "val_row", {}), "skipped_steps": task.skipped_steps}
         task.log("train_elbo", row["train_elbo"], prog_bar=True)
         steps = [{**s, "epoch": row["epoch"]} for s in task.take_steps()]

@@ -101,6 +101,23 @@ def build_parser() -> Parser:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", required=True)
 
+    p = sub.add_parser("traverse", help="latent traversals: one row per dimension, sorted by KL")
+    p.add_argument("run")
+    p.add_argument("--out", required=True)
+    p.add_argument("--index", type=int, default=0, help="the data point whose latent point is swept")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--span", type=float, default=3.0, help="sweep [-span, span] prior standard deviations")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--data-dir", default=None)
+
+    p = sub.add_parser("disentanglement", help="BetaVAE, FactorVAE, MIG, DCI and SAP scores on dSprites")
+    p.add_argument("run")
+    p.add_argument("--data", default="dsprites-generated", choices=("dsprites-generated", "dsprites-grid", "dsprites"),
+                   help="where the factor combinations come from (default: the generator)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
     p = sub.add_parser("report", help="write report.html of a run")
     p.add_argument("run")
 
@@ -221,6 +238,43 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
     model, x = _run_data(args)
     x = x[: args.n]
     print(f"wrote {save_grid(args.out, torch.cat([x, reconstruct(model, x)]), rows=2)}")
+
+
+def cmd_traverse(args: argparse.Namespace) -> None:
+    from klvae.generation import traverse
+    from klvae.kl import kl
+    from klvae.report.plots import save_grid
+
+    model, x = _run_data(args)
+    if not 0 <= args.index < len(x):
+        raise KlvaeError(f"--index {args.index} is out of range; the {args.split} split has {len(x)} points (0..{len(x) - 1})")
+    import torch
+
+    with torch.no_grad():  # rows sorted by the mean KL of each dimension over (up to) 1,000 points
+        per_dim = kl(model.encode(x[:1000]), model.prior()).per_dim
+    order = per_dim.mean(0).argsort(descending=True).tolist() if per_dim is not None else list(range(model.latent_dim))
+    images = traverse(model, x[args.index], order, args.steps, args.span)
+    print(f"wrote {save_grid(args.out, images, rows=len(order))} (rows: dimensions {', '.join(map(str, order))})")
+
+
+def cmd_disentanglement(args: argparse.Namespace) -> None:
+    from klvae.evaluation.disentanglement import disentanglement_report
+    from klvae.run import atomic_write, check_run_dir, load
+
+    run_dir = check_run_dir(args.run)
+    result = disentanglement_report(load(run_dir), args.data, args.seed, args.data_dir)
+    atomic_write(run_dir / "disentanglement.json", json.dumps(result, indent=2))
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"{args.run} on {args.data}:")
+    for key, value in result.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            print(f"  {key:28s} {value:.3f}")
+        elif isinstance(value, dict) and key != "seconds":
+            for sub_key, sub_value in value.items():
+                if isinstance(sub_value, (int, float)) and not isinstance(sub_value, bool):
+                    print(f"  {key + '.' + sub_key:28s} {sub_value:.3f}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:

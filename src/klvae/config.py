@@ -25,7 +25,7 @@ CHOICES = {
     "decoder": ("factorised", "autoregressive"),
     "kl_schedule": ("constant", "linear", "sigmoid", "cyclical", "capacity"),
     "on_collapse": ("warn", "stop", "free-bits"),
-    "objective": ("elbo", "iwae"),
+    "objective": ("elbo", "iwae", "tcvae", "factorvae"),
     "lr_schedule": ("constant", "iwae-stages"),
 }
 
@@ -59,7 +59,9 @@ class TrainConfig:
     sparsity: float = 0.5  # spike-slab prior: probability that a latent dimension is on
     decoder: str = "factorised"  # factorised: pixels independent given z | autoregressive: a GRU over image rows
     # objective
-    objective: str = "elbo"  # elbo (beta-ELBO) | iwae (the K-sample bound of Burda et al. 2015)
+    # elbo (beta-ELBO) | iwae (the K-sample bound of Burda et al. 2015) | tcvae (beta-TCVAE, Chen et al.
+    # 2018) | factorvae (Kim & Mnih 2018); for tcvae and factorvae, beta weighs the total correlation
+    objective: str = "elbo"
     k: int = 1  # samples of z per data point in training: importance samples (iwae), or averaged (elbo)
     dreg: bool = False  # iwae: the encoder's gradient by DReG (Tucker et al. 2018)
     beta: float = 1.0
@@ -133,6 +135,11 @@ class TrainConfig:
         if self.objective == "iwae" and (self.beta != 1 or self.kl_schedule != "constant" or self.free_bits):
             raise KlvaeError("objective iwae trains the bound itself, without a KL weight; drop --beta, "
                              "--kl-schedule and --free-bits, or use --objective elbo")
+        if self.objective in ("tcvae", "factorvae") and (self.kl_schedule != "constant" or self.free_bits):
+            raise KlvaeError(f"objective {self.objective} weighs the total correlation by beta, without a KL schedule; "
+                             "drop --kl-schedule and --free-bits, or use --objective elbo")
+        if self.objective in ("tcvae", "factorvae") and self.latent != "gaussian":
+            raise KlvaeError(f"objective {self.objective} needs --latent gaussian (a factorised posterior); got {self.latent}")
         if self.dreg and self.objective != "iwae":
             raise KlvaeError("dreg is a gradient of the iwae objective; add --objective iwae or drop --dreg")
         if not isinstance(self.collapse_units, int) or isinstance(self.collapse_units, bool) or self.collapse_units < 0:

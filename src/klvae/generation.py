@@ -1,4 +1,5 @@
-"""Generation from a trained model: prior samples, reconstructions, latent interpolation.
+"""Generation from a trained model: prior samples, reconstructions, latent interpolation and
+traversals.
 
 Every picture is a decoder mean E[x|z], ``model.decode(z).mean``. For the autoregressive decoder
 (klvae.autoregressive) that mean is intractable and ``.mean`` is its deterministic approximation:
@@ -63,3 +64,27 @@ def interpolate(model, xa: torch.Tensor, xb: torch.Tensor, steps: int, spherical
     t = torch.linspace(0, 1, steps, device=za.device)
     return model.decode(model.family.path(za, zb, t, spherical)).mean
 
+
+
+@torch.no_grad()
+def traverse(model, x: torch.Tensor, dims: list[int], steps: int = 10, span: float = 3.0) -> torch.Tensor:
+    """Latent traversals from the posterior point of one data point x: (*event): for each of
+    ``dims``, that coordinate swept over [-span, span] (prior standard deviations of a Gaussian or
+    spike-and-slab latent) or over the whole circle (von Mises angles), the others fixed; decoder
+    means, (len(dims) * steps, *event), one row per dimension."""
+    if model.spec.latent in ("vmf", "power-spherical"):
+        raise KlvaeError(f"traversals sweep one latent coordinate at a time; a {model.spec.latent} latent on the "
+                         "sphere has none of its own (use interpolate instead)")
+    if steps < 2:
+        raise KlvaeError(f"steps must be at least 2; got {steps}")
+    z = model.family.point(model.encode(x.unsqueeze(0)))[0]
+    if model.spec.latent == "von-mises":
+        values = torch.linspace(-torch.pi, torch.pi, steps + 1, device=z.device)[:-1]
+    else:
+        values = torch.linspace(-span, span, steps, device=z.device)
+    rows = []
+    for d in dims:
+        zs = z.repeat(steps, 1)
+        zs[:, d] = values
+        rows.append(zs)
+    return model.decode(torch.cat(rows)).mean

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from klvae.diagnostics import CollapseWarning, active_units, collapse_verdict, mutual_information, off_fraction
 from klvae.errors import KlvaeError
-from klvae.objectives import elbo, iwae_bound, iwae_objective
+from klvae.objectives import Discriminator, elbo, factorvae_loss, iwae_bound, iwae_objective, tcvae_loss
 from klvae.schedules import KLSchedule
 
 MI_POINTS = 1000  # validation points whose aggregated posterior gives I(x; z) each epoch
@@ -58,15 +58,17 @@ class VAETask(L.LightningModule):
     posterior's KL) give a collapse verdict, acted on as ``on_collapse`` says.
     """
 
-    def __init__(self, model: torch.nn.Module, config, train_batch=None):
+    def __init__(self, model: torch.nn.Module, config, train_batch=None, dataset_size: int = 1):
         super().__init__()
         self.model = model
         self.config = config
         self.train_batch = train_batch  # x -> what the model trains on (e.g. a fresh binarisation)
+        self.dataset_size = dataset_size  # N of the training set, for beta-TCVAE's estimator
+        self.discriminator = Discriminator(model.latent_dim) if config.objective == "factorvae" else None
         self.automatic_optimization = False
         self.bad_in_a_row = 0
         self.skipped_steps = 0
-        self.train_sums = torch.zeros(5)  # sums of elbo, recon, kl, the trained bound; count
+        self.train_sums = torch.zeros(5)  # sums of elbo, recon, kl, the IWAE bound or the TC; count
         self.val_parts: list[tuple] = []
         self.mi_x: list[torch.Tensor] = []
         self.schedule = KLSchedule.from_config(config)
@@ -78,9 +80,17 @@ class VAETask(L.LightningModule):
         cfg = self.config
         fused = self.device.type in ("cpu", "cuda")
         opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, eps=cfg.adam_eps, fused=fused)
+        if self.discriminator is not None:  # Kim & Mnih's settings for the critic
+            critic = torch.optim.Adam(self.discriminator.parameters(), lr=1e-4, betas=(0.5, 0.9))
+            return [opt, critic]
         if cfg.lr_schedule == "constant":
             return opt
         return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.LambdaLR(opt, iwae_stages)}
+
+    def model_optimizer(self):
+        """The optimiser of the VAE (FactorVAE's critic has a second one)."""
+        opts = self.optimizers()
+        return opts[0] if isinstance(opts, list) else opts
 
     def on_train_epoch_end(self) -> None:
         for scheduler in [s for s in [self.lr_schedulers()] if s is not None]:
@@ -95,13 +105,19 @@ class VAETask(L.LightningModule):
         cfg = self.config
         step = self.global_step
         weight, capacity = self.schedule.weight(step), self.schedule.capacity(step)
+        z = None
         if cfg.objective == "iwae":
             iwae = iwae_objective(self.model, x, cfg.k, cfg.dreg, cfg.kl_estimator, cfg.kl_samples)
-            terms, loss, bound = iwae.first, iwae.loss(), iwae.bound
+            terms, loss, extra = iwae.first, iwae.loss(), iwae.bound
+        elif cfg.objective == "tcvae":
+            loss, terms, parts = tcvae_loss(self.model, x, cfg.beta, self.dataset_size)
+            extra = parts.tc
+        elif cfg.objective == "factorvae":
+            loss, terms, extra, z = factorvae_loss(self.model, self.discriminator, x, cfg.beta)
         else:
             terms = elbo(self.model, x, cfg.kl_estimator, cfg.kl_samples, cfg.k)
-            loss, bound = terms.loss(weight, capacity, self.free_bits, cfg.free_bits_group), terms.elbo
-        opt = self.optimizers()
+            loss, extra = terms.loss(weight, capacity, self.free_bits, cfg.free_bits_group), terms.elbo
+        opt = self.model_optimizer()
         if not torch.isfinite(loss):
             return self._skip("loss")
         opt.zero_grad(set_to_none=True)
@@ -110,10 +126,15 @@ class VAETask(L.LightningModule):
         if not torch.isfinite(torch.stack(torch._foreach_norm(grads))).all():
             return self._skip("gradient")
         opt.step()
+        if z is not None:  # the critic's step; its raw optimiser, so global_step counts the model's steps
+            critic = self.optimizers()[1].optimizer
+            critic.zero_grad(set_to_none=True)
+            self.manual_backward(self.discriminator.loss(z))
+            critic.step()
         self.bad_in_a_row = 0
         with torch.no_grad():
             e, r, k = terms.elbo.sum(), terms.recon.sum(), terms.kl.sum()
-            self.train_sums += torch.stack([e, r, k, bound.detach().sum(), e.new_tensor(float(len(x)))])
+            self.train_sums += torch.stack([e, r, k, extra.detach().sum(), e.new_tensor(float(len(x)))])
             n = float(len(x))
             self.steps.append((step, weight, math.nan if capacity is None else capacity,
                                torch.stack([loss.detach(), r / n, k / n])))
@@ -213,6 +234,8 @@ class VAETask(L.LightningModule):
         row = {"train_elbo": sums[0].item() / n, "train_recon": sums[1].item() / n, "train_kl": sums[2].item() / n}
         if self.config.objective == "iwae":
             row["train_iwae"] = sums[3].item() / n
+        elif self.config.objective in ("tcvae", "factorvae"):
+            row["train_tc"] = sums[3].item() / n  # the total correlation the objective estimates
         return row
 
 

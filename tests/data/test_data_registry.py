@@ -10,7 +10,8 @@ import torch
 from klvae.data import BINARIZE_MODES, Dataset, list_datasets, load_dataset, resolve_data_dir
 from klvae.errors import KlvaeError
 
-NAMES = ["digits", "mnist", "fashion-mnist", "binarized-mnist", "frey-face", "pendulum", "arm"]
+NAMES = ["digits", "mnist", "fashion-mnist", "binarized-mnist", "frey-face", "pendulum", "arm", "dsprites",
+         "dsprites-generated"]
 
 
 def test_list_datasets_names_and_descriptions():

@@ -7,7 +7,7 @@ import math
 import os
 from pathlib import Path
 
-from klvae.data import arm, binarized, digits, frey, idx
+from klvae.data import arm, binarized, digits, dsprites, frey, idx
 from klvae.data.dataset import BINARIZE_MODES, Dataset, make_dataset
 from klvae.data.files import SUFFIXES, load_file
 from klvae.data.splits import Source
@@ -15,7 +15,8 @@ from klvae.errors import KlvaeError
 
 SOURCES: dict[str, Source] = {
     s.name: s
-    for s in (digits.SOURCE, idx.MNIST, idx.FASHION_MNIST, binarized.SOURCE, frey.SOURCE, arm.PENDULUM, arm.ARM)
+    for s in (digits.SOURCE, idx.MNIST, idx.FASHION_MNIST, binarized.SOURCE, frey.SOURCE, arm.PENDULUM, arm.ARM,
+              dsprites.DSPRITES, dsprites.GENERATED)
 }
 FILE_DEFAULT_BINARIZE = "none"
 DATA_ENV = "KLVAE_DATA"
