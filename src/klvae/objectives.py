@@ -48,7 +48,10 @@ class ElboTerms:
 
 def elbo(model, x: torch.Tensor, kl_estimator: str = "auto", kl_samples: int = 1, samples: int = 1) -> ElboTerms:
     """The reconstruction term averaged over ``samples`` reparameterised z ~ q(z|x) per point (the
-    "VAE with k samples" of Burda et al. 2015); the KL from :func:`klvae.kl.kl`."""
+    "VAE with k samples" of Burda et al. 2015); the KL from :func:`klvae.kl.kl`. A model with
+    more than one latent layer supplies its own ``elbo_terms`` (same arguments, same result)."""
+    if hasattr(model, "elbo_terms"):
+        return model.elbo_terms(x, kl_estimator, kl_samples, samples)
     q = model.encode(x)
     if samples == 1:
         recon = model.decode(q.rsample()).log_prob(x)
@@ -60,7 +63,10 @@ def elbo(model, x: torch.Tensor, kl_estimator: str = "auto", kl_samples: int = 1
 
 def log_weights(model, x: torch.Tensor, k: int, q=None) -> torch.Tensor:
     """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x), z_k ~ q(z|x); shape (K, N).
-    ``q`` may pass q(z|x) already computed for this x."""
+    ``q`` may pass q(z|x) already computed for this x. A model with more than one latent layer
+    supplies its own ``log_weights(x, k)`` from the joint densities."""
+    if hasattr(model, "log_weights"):
+        return model.log_weights(x, k)
     q = model.encode(x) if q is None else q
     z = q.sample((k,))  # (K, N, D)
     return model.decode(z).log_prob(x) + model.prior().log_prob(z) - q.log_prob(z)
@@ -74,7 +80,7 @@ def iwae_bound(model, x: torch.Tensor, k: int, chunk: int | None = None) -> torc
     running logsumexp, so memory stays O(chunk * N) for any K.
     """
     chunk = chunk or k
-    q = model.encode(x)
+    q = None if hasattr(model, "log_weights") else model.encode(x)
     total = None
     for start in range(0, k, chunk):
         lw = log_weights(model, x, min(chunk, k - start), q).logsumexp(0)  # (N,)
