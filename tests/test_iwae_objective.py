@@ -77,3 +77,16 @@ def test_iwae_options_are_checked_in_one_line(tmp_path):
     assert_user_error(cli("train", "--dreg", "--out", tmp_path / "b"), "dreg", "--objective iwae")
     assert_user_error(cli("train", "--objective", "iwae", "--k", "0", "--out", tmp_path / "c"), "k must be")
     assert not any(tmp_path.iterdir())
+
+
+def test_the_standard_errors_are_those_of_the_per_example_figures():
+    from klvae.evaluation.anomaly import score_model
+    from klvae.evaluation.likelihood import evaluate_model
+
+    model, x = tiny_model(), data(300)
+    result = evaluate_model(model, x, iwae_k=10, seed=3)
+    scores = score_model(model, x, iwae_k=10, seed=3)  # the same draws, example by example
+    n = len(x)
+    assert result["nll_iwae_se"] == pytest.approx(float(scores["iwae"].std() / n**0.5), rel=1e-6)
+    assert result["elbo_se"] == pytest.approx(float(scores["elbo"].std() / n**0.5), rel=1e-6)
+    assert result["nll_iwae"] == pytest.approx(float(scores["iwae"].mean()), rel=1e-9)
