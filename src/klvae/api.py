@@ -12,6 +12,7 @@ import lightning as L
 from klvae.callbacks import Pictures, RunDirectory
 from klvae.config import TrainConfig
 from klvae.data import load_dataset
+from klvae.data.dataset import class_count
 from klvae.errors import KlvaeError
 from klvae.evaluation import evaluate
 from klvae.models import ModelSpec, build_model
@@ -58,7 +59,8 @@ def check_resumable(run_dir: Path, spec: ModelSpec) -> None:
     path = run_dir / SPEC
     if not path.is_file():
         return
-    stored = json.loads(path.read_text())
+    stored = {**ModelSpec(event_shape=spec.event_shape).to_dict(), **json.loads(path.read_text())}
+    # a field that the run's model.json predates (e.g. condition) compares as its default
     changed = [f"{k} {stored.get(k)!r} -> {v!r}" for k, v in spec.to_dict().items() if stored.get(k) != v]
     if changed:
         raise KlvaeError(
@@ -93,12 +95,18 @@ def fit(config: TrainConfig | dict[str, Any] | str | Path, overwrite: bool = Fal
     L.seed_everything(config.seed, verbose=False)
     data = load_dataset(config.data, config.data_dir, config.binarize, config.val_fraction, config.seed,
                         download=config.download).without_classes(config.exclude_labels)
+    conditioned = config.condition != "none"  # the model sees the class labels: the loaders yield (x, y)
     spec = ModelSpec(
         event_shape=list(data.event_shape), latent_dim=config.latent_dim, hidden=list(config.hidden),
         net=pick_net(tuple(data.event_shape), config.net), activation=config.activation,
         likelihood=resolve_likelihood(config.likelihood, data), decoder_scale=config.decoder_scale,
         min_scale=config.min_scale, model=config.model, latent=config.latent, prior=config.prior,
         prior_components=config.prior_components, sparsity=config.sparsity, decoder=config.decoder,
+        condition=config.condition, num_classes=class_count(data) if conditioned else 0,
+        conditional_prior=config.conditional_prior,
+        latent_dims=list(config.latent_dims), residual=config.residual, kl_balance=config.kl_balance,
+        codes=config.codes, positions=config.positions, commitment=config.commitment, quantizer=config.quantizer,
+        temperature=config.temperature, temperature_steps=config.temperature_steps,
     )
     if config.resume:
         check_resumable(run_dir, spec)
@@ -109,13 +117,14 @@ def fit(config: TrainConfig | dict[str, Any] | str | Path, overwrite: bool = Fal
     if spec.prior == "vamp" and not config.resume:
         model.learned_prior.init_from(data.train[: spec.prior_components])
     task = VAETask(model, config, train_batch=data.train_batch, dataset_size=len(data.train))
-    callbacks = [RunDirectory(run_dir, spec, config.resume, config), Pictures(run_dir, data.test, config.seed),
+    callbacks = [RunDirectory(run_dir, spec, config.resume, config),
+                 Pictures(run_dir, data.test, config.seed, data.test_labels if conditioned else None),
                  *(callbacks or [])]
     trainer = build_trainer(config, run_dir, callbacks)
     ckpt = start_run_dir(run_dir, config, overwrite)
     if is_primary_process():
         save_config(run_dir, config)
         save_spec(run_dir, spec)
-    trainer.fit(task, loader(data.train, config.batch_size, shuffle=True),
-                loader(data.val, config.batch_size, shuffle=False), ckpt_path=ckpt)
+    trainer.fit(task, loader(data.train, config.batch_size, True, data.train_labels if conditioned else None),
+                loader(data.val, config.batch_size, False, data.val_labels if conditioned else None), ckpt_path=ckpt)
     return run_dir

@@ -69,24 +69,26 @@ def log_tensorboard(trainer: L.Trainer, row: dict, steps: list[dict]) -> None:
 class Pictures(L.Callback):
     """At the end of training: samples.png, reconstructions.png, interpolation.png, curves.png."""
 
-    def __init__(self, run_dir: Path, test: torch.Tensor, seed: int):
-        self.run_dir, self.test, self.seed = run_dir, test, seed
+    def __init__(self, run_dir: Path, test: torch.Tensor, seed: int, labels: torch.Tensor | None = None):
+        self.run_dir, self.test, self.seed, self.labels = run_dir, test, seed, labels
 
     def on_fit_end(self, trainer: L.Trainer, task) -> None:
         if not trainer.is_global_zero:
             return
-        write_pictures(self.run_dir, task.model, self.test, self.seed)
+        write_pictures(self.run_dir, task.model, self.test, self.seed, self.labels)
 
 
-def write_pictures(run_dir: Path, model, x: torch.Tensor, seed: int) -> None:
+def write_pictures(run_dir: Path, model, x: torch.Tensor, seed: int, labels: torch.Tensor | None = None) -> None:
     """The standard pictures of a run from held-out data x: (N, *event); image pictures only when
-    the data are images."""
+    the data are images. ``labels`` (N,): the class labels of x, for a conditional model."""
     model.eval()
     if drawable(x.shape[1:]):
         x = x[:16].to(next(model.parameters()).device)
+        y = labels[:16] if labels is not None else None
         save_grid(run_dir / "samples.png", sample(model, 64, seed))
-        save_grid(run_dir / "reconstructions.png", torch.cat([x, reconstruct(model, x)]), rows=2)
-        save_grid(run_dir / "interpolation.png", interpolate(model, x[0], x[1], 10), rows=1)
+        save_grid(run_dir / "reconstructions.png", torch.cat([x, reconstruct(model, x, y)]), rows=2)
+        ends = y[:2] if y is not None else None
+        save_grid(run_dir / "interpolation.png", interpolate(model, x[0], x[1], 10, condition=ends), rows=1)
     rows = read_metrics(run_dir)
     if rows:
         save_curves(run_dir / "curves.png", rows)

@@ -12,7 +12,7 @@ from pathlib import Path
 from klvae.config import TrainConfig
 from klvae.errors import KlvaeError
 
-BOOL_FLAGS = {"resume", "download", "progress", "dreg"}
+BOOL_FLAGS = {"resume", "download", "progress", "dreg", "conditional_prior", "residual", "kl_balance"}
 
 
 class Parser(argparse.ArgumentParser):
@@ -31,6 +31,9 @@ def _train_parser(sub) -> None:
         elif f.name == "hidden":
             p.add_argument(flag, nargs="+", default=argparse.SUPPRESS, metavar="WIDTH",
                            help="hidden layer widths, e.g. --hidden 512 512")
+        elif f.name == "latent_dims":
+            p.add_argument(flag, nargs="+", default=argparse.SUPPRESS, metavar="SIZE",
+                           help="hvae: latent layer sizes, bottom to top, e.g. --latent-dims 100 50")
         elif f.name == "exclude_labels":
             p.add_argument(flag, nargs="+", default=argparse.SUPPRESS, metavar="LABEL",
                            help="leave these classes out of train and val, e.g. --exclude-labels 3")
@@ -61,6 +64,28 @@ def _score_parser(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+def _sample_parser(sub) -> None:
+    p = sub.add_parser("sample", help="decoder means of samples from the prior or the aggregated posterior: "
+                                      "a grid, and their quality")
+    p.add_argument("run")
+    p.add_argument("-n", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, metavar="PNG", help="write a grid of the samples here")
+    p.add_argument("--from", dest="source", default="prior", choices=("prior", "aggregate"),
+                   help="draw z from the prior, or from a Gaussian mixture fitted to the posterior means of the "
+                        "training set (default: prior)")
+    p.add_argument("--components", type=int, default=10, help="Gaussians of the aggregate mixture (default: 10)")
+    p.add_argument("--class", dest="label", type=int, default=None, metavar="C",
+                   help="a conditional run (--condition label): draw from p(z|y=C) and decode with y=C")
+    p.add_argument("--quality", action="store_true",
+                   help="Fréchet distance to the test images in the features of klvae's own classifier (not "
+                        "Inception FID) and class coverage; runs on mnist, binarized-mnist, fashion-mnist, digits")
+    p.add_argument("--cache-dir", default=None,
+                   help="where the quality classifier is kept (default: $KLVAE_CACHE, else ~/.cache/klvae)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="klvae", description="Variational autoencoders with the KL term in view.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -78,11 +103,7 @@ def build_parser() -> Parser:
 
     _score_parser(sub)
 
-    p = sub.add_parser("sample", help="a grid of decoder means from prior samples")
-    p.add_argument("run")
-    p.add_argument("-n", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True)
+    _sample_parser(sub)
 
     p = sub.add_parser("interpolate", help="morph data point A into B through latent space")
     p.add_argument("run")
@@ -197,33 +218,84 @@ def cmd_score(args: argparse.Namespace) -> None:
 
 
 def _run_data(args: argparse.Namespace):
-    from klvae.evaluation.likelihood import split_data
+    """The run's model, one split of its data, and the split's labels when the model is conditional."""
+    from klvae.evaluation.likelihood import split_with_labels
+    from klvae.models.conditional import condition_of
     from klvae.run import load, load_config
 
     model = load(args.run)
-    return model, split_data(load_config(args.run), args.split, args.data_dir)
+    x, labels = split_with_labels(load_config(args.run), args.split, args.data_dir)
+    return model, x, condition_of(model, labels)
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
     from klvae.generation import sample
     from klvae.report.plots import save_grid
-    from klvae.run import load
+    from klvae.run import load, load_config
 
-    model = load(args.run)
-    x = sample(model, args.n, args.seed)
-    print(f"wrote {save_grid(args.out, x)}")
+    if args.out is None and not args.quality:
+        raise KlvaeError("sample needs --out PNG to write the grid, --quality to score the samples, or both")
+    model, config = load(args.run), load_config(args.run)
+    _check_class(model, args.run, args.label)
+    if args.quality:
+        from klvae.evaluation.sample_quality import classifier_data
+
+        classifier_data(config.data)  # data without a classifier: the error comes before any work
+    latent = _aggregate(model, config, args) if args.source == "aggregate" else None
+    x = sample(model, args.n, args.seed, condition=args.label, latent=latent)
+    out = str(save_grid(args.out, x)) if args.out else None
+    if not args.quality:
+        print(f"wrote {out}")
+        return
+    from klvae.evaluation.sample_quality import sample_quality
+
+    q = sample_quality(x, config.data, args.data_dir or config.data_dir, args.cache_dir)
+    if args.json:
+        print(json.dumps({**q.to_dict(), "source": args.source, "class": args.label, "out": out}))
+        return
+    print(f"{q.n} samples from the {args.source}{'' if args.label is None else f' of class {args.label}'}, "
+          f"against {q.n_real} {q.classifier} test images:")
+    print(f"  Fréchet distance {q.frechet:10.3f} (features of klvae's {q.classifier} classifier; not Inception FID)")
+    print(f"  class coverage   {q.coverage:10.2f} (classes with >= {q.min_share:.0%} of the samples)")
+    print("  classes          " + " ".join(f"{c}:{h:.2f}" for c, h in enumerate(q.classes)))
+    if out:
+        print(f"wrote {out}")
+
+
+def _check_class(model, run: str, label: int | None) -> None:
+    """--class needs a conditional run and one of its classes."""
+    classes = getattr(model, "num_classes", 0)
+    if label is not None and not classes:
+        raise KlvaeError(f"--class needs a conditional run (trained with --condition label); {run} has no condition")
+    if label is not None and not 0 <= label < classes:
+        raise KlvaeError(f"--class {label} is out of range; {run} knows classes 0..{classes - 1}")
+
+
+def _aggregate(model, config, args: argparse.Namespace):
+    """The aggregated posterior of the run's training set (of class --class for a conditional run)."""
+    from klvae.evaluation.likelihood import split_with_labels
+    from klvae.generation import aggregate_posterior
+
+    if getattr(model, "num_classes", 0) and args.label is None:
+        raise KlvaeError("--from aggregate of a conditional run needs --class C: the mixture is fitted to the "
+                         "posterior means of one class")
+    x, labels = split_with_labels(config, "train", args.data_dir)
+    if args.label is not None:
+        x, labels = x[labels == args.label], labels[labels == args.label]
+    return aggregate_posterior(model, x, labels if args.label is not None else None, args.components, args.seed)
 
 
 def cmd_interpolate(args: argparse.Namespace) -> None:
     from klvae.generation import interpolate
     from klvae.report.plots import save_grid
 
-    model, x = _run_data(args)
+    model, x, y = _run_data(args)
     for name in ("a", "b"):
         i = getattr(args, name)
         if not 0 <= i < len(x):
             raise KlvaeError(f"--{name} {i} is out of range; the {args.split} split has {len(x)} points (0..{len(x) - 1})")
-    path = interpolate(model, x[args.a], x[args.b], args.steps, spherical=args.slerp)
+    ends = y[[args.a, args.b]] if y is not None else None
+    path = interpolate(model, x[args.a], x[args.b], args.steps, spherical=args.slerp, condition=ends)
     print(f"wrote {save_grid(args.out, path, rows=1)}")
 
 
@@ -235,9 +307,9 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
 
     if args.n < 1:
         raise KlvaeError(f"-n must be a positive integer; got {args.n}")
-    model, x = _run_data(args)
-    x = x[: args.n]
-    print(f"wrote {save_grid(args.out, torch.cat([x, reconstruct(model, x)]), rows=2)}")
+    model, x, y = _run_data(args)
+    x, y = x[: args.n], (y[: args.n] if y is not None else None)
+    print(f"wrote {save_grid(args.out, torch.cat([x, reconstruct(model, x, y)]), rows=2)}")
 
 
 def cmd_traverse(args: argparse.Namespace) -> None:
@@ -245,15 +317,16 @@ def cmd_traverse(args: argparse.Namespace) -> None:
     from klvae.kl import kl
     from klvae.report.plots import save_grid
 
-    model, x = _run_data(args)
+    model, x, y = _run_data(args)
     if not 0 <= args.index < len(x):
         raise KlvaeError(f"--index {args.index} is out of range; the {args.split} split has {len(x)} points (0..{len(x) - 1})")
     import torch
 
+    c = {} if y is None else {"condition": y[:1000]}
     with torch.no_grad():  # rows sorted by the mean KL of each dimension over (up to) 1,000 points
-        per_dim = kl(model.encode(x[:1000]), model.prior()).per_dim
+        per_dim = kl(model.encode(x[:1000], **c), model.prior(**c)).per_dim
     order = per_dim.mean(0).argsort(descending=True).tolist() if per_dim is not None else list(range(model.latent_dim))
-    images = traverse(model, x[args.index], order, args.steps, args.span)
+    images = traverse(model, x[args.index], order, args.steps, args.span, None if y is None else y[args.index])
     print(f"wrote {save_grid(args.out, images, rows=len(order))} (rows: dimensions {', '.join(map(str, order))})")
 
 

@@ -10,9 +10,12 @@ import yaml
 
 from klvae.errors import KlvaeError
 from klvae.latents import LATENTS, PRIORS, check_combination
+from klvae.models.conditional import check_condition
 
+VQ_OPTIONS = ("codes", "positions", "commitment", "quantizer", "temperature", "temperature_steps")
 CHOICES = {
-    "model": ("vae",),
+    "model": ("vae", "hvae", "vqvae"),
+    "quantizer": ("vq-ema", "vq", "gumbel"),
     "net": ("auto", "mlp", "conv"),
     "likelihood": ("auto", "bernoulli", "gaussian"),
     "binarize": ("auto", "dynamic", "static", "none"),
@@ -46,6 +49,16 @@ class TrainConfig:
     exclude_labels: list[int] = field(default_factory=list)  # classes left out of train and val (anomaly detection)
     # model
     model: str = "vae"
+    # hvae: latent layer sizes bottom to top, e.g. [100, 50]; latent_dim becomes their sum (z_1..z_L concatenated)
+    latent_dims: list[int] = field(default_factory=list)
+    residual: bool = False  # hvae: q(z_l|x,z_l+1) as offsets of p(z_l|z_l+1) (NVAE), not the precision-weighted merge
+    kl_balance: bool = False  # hvae: while the KL weight is below 1, weigh each layer's KL by its share (NVAE)
+    codes: int = 512  # vqvae: codebook size K; the code dimension is latent_dim
+    positions: int = 16  # vqvae: codes per data point (the encoder outputs positions x latent_dim values)
+    commitment: float = 0.25  # vqvae: weight of the commitment loss (van den Oord et al.'s beta; --beta weighs the KL)
+    quantizer: str = "vq-ema"  # vqvae: vq-ema (EMA codebook) | vq (codebook loss) | gumbel (relaxed, hardening into VQ)
+    temperature: float = 1.0  # vqvae gumbel: the starting temperature, annealed exponentially to 0.1 ...
+    temperature_steps: int = 10_000  # ... over these training steps; then hard straight-through samples
     latent_dim: int = 16
     hidden: list[int] = field(default_factory=lambda: [256, 256])
     net: str = "auto"  # auto: conv for 28x28 / 64x64 images, else MLP
@@ -58,6 +71,9 @@ class TrainConfig:
     prior_components: int = 10  # mixture components (mog) or pseudo-inputs (vamp)
     sparsity: float = 0.5  # spike-slab prior: probability that a latent dimension is on
     decoder: str = "factorised"  # factorised: pixels independent given z | autoregressive: a GRU over image rows
+    # conditional VAE: none | label (encoder, decoder and prior given the one-hot class label of labelled data)
+    condition: str = "none"
+    conditional_prior: bool = False  # condition label: a learned Gaussian p(z|y) per class instead of the standard p(z)
     # objective
     # elbo (beta-ELBO) | iwae (the K-sample bound of Burda et al. 2015) | tcvae (beta-TCVAE, Chen et al.
     # 2018) | factorvae (Kim & Mnih 2018); for tcvae and factorvae, beta weighs the total correlation
@@ -114,6 +130,7 @@ class TrainConfig:
                       "iwae_k", "max_bad_steps", "prior_components", "kl_steps", "kl_cycles", "free_bits_group",
                       "collapse_patience", "k")
         check_combination(self.latent, self.prior)
+        self._validate_model()
         if not isinstance(self.exclude_labels, list) or any(
             not isinstance(c, int) or isinstance(c, bool) for c in self.exclude_labels
         ):
@@ -166,6 +183,51 @@ class TrainConfig:
         if self.devices != "auto" and not (str(self.devices).isdigit() and int(self.devices) > 0):
             raise KlvaeError(f"devices must be 'auto' or a positive integer; got {self.devices!r}")
         self.devices = str(self.devices)
+        self._check_condition()
+
+    def _check_condition(self) -> None:
+        """The conditional VAE's options (the data's labels are checked when it is loaded)."""
+        if not isinstance(self.conditional_prior, bool):
+            raise KlvaeError(f"conditional_prior must be true or false; got {self.conditional_prior!r}")
+        check_condition(self.condition, self.conditional_prior, self.latent, self.prior)
+        if self.condition != "none" and (self.model != "vae" or self.objective != "elbo"):
+            raise KlvaeError(f"condition {self.condition} trains model vae with objective elbo; got model {self.model!r}, "
+                             f"objective {self.objective!r}; use --model vae --objective elbo or --condition none")
+
+    def _validate_model(self) -> None:
+        """The options of --model hvae and --model vqvae: each only with its model, and consistent."""
+        defaults = {f.name: f.default for f in fields(self) if f.name in VQ_OPTIONS}
+        options = {"hvae": [n for n in ("latent_dims", "residual", "kl_balance") if getattr(self, n)],
+                   "vqvae": [n for n in VQ_OPTIONS if getattr(self, n) != defaults[n]]}
+        for model, used in options.items():
+            if used and self.model != model:
+                raise KlvaeError(f"{', '.join(used)} {'are options' if len(used) > 1 else 'is an option'} of "
+                                 f"--model {model}; add --model {model} or drop them")
+        if self.model == "hvae":
+            self._validate_hvae()
+        elif self.model == "vqvae":
+            self._validate_vqvae()
+
+    def _validate_hvae(self) -> None:
+        from klvae.models.hierarchical import check_hierarchical
+
+        check_hierarchical(self)
+        if self.objective not in ("elbo", "iwae") or self.dreg:
+            raise KlvaeError(f"model hvae trains with --objective elbo or iwae (without --dreg); got objective "
+                             f"{self.objective!r}{', dreg' if self.dreg else ''}")
+        if self.kl_balance and self.objective != "elbo":
+            raise KlvaeError("kl_balance weighs the layers' KL terms of --objective elbo; drop --kl-balance or use it")
+        self.latent_dim = sum(self.latent_dims)
+
+    def _validate_vqvae(self) -> None:
+        from klvae.models.vqvae import check_vqvae
+
+        for name in ("commitment", "temperature"):
+            _number(self, name)
+        check_vqvae(self)
+        if self.objective != "elbo" or self.free_bits or self.kl_schedule == "capacity":
+            raise KlvaeError("model vqvae trains with --objective elbo, without --free-bits or --kl-schedule capacity; "
+                             f"got objective {self.objective!r}, free_bits {self.free_bits}, kl_schedule {self.kl_schedule!r}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":

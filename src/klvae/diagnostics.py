@@ -32,22 +32,36 @@ def off_fraction(q: Distribution) -> torch.Tensor | None:
 
 
 @torch.no_grad()
-def mutual_information(model, x: torch.Tensor, chunk: int = 256) -> tuple[float, float]:
+def mutual_information(model, x: torch.Tensor, chunk: int = 256,
+                       condition: torch.Tensor | None = None) -> tuple[float, float]:
     """(I(x; z), KL(q(z) || p(z))) in nats, by the ELBO surgery of Hoffman & Johnson (2016):
     E_x KL(q(z|x) || p(z)) = I(x; z) + KL(q(z) || p(z)), with the aggregated posterior
     q(z) = (1/N) sum_n q(z|x_n) over the N points of x: (N, *event).
 
     One z_i ~ q(z|x_i) per point; I = mean_i [log q(z_i|x_i) - log q(z_i)] and
-    KL(q(z) || p(z)) = mean_i [log q(z_i) - log p(z_i)]. The estimate of I cannot exceed log N."""
-    q = model.encode(x)
+    KL(q(z) || p(z)) = mean_i [log q(z_i) - log p(z_i)]. The estimate of I cannot exceed log N.
+
+    With the class labels ``condition`` (N,) of a conditional model, the same surgery given y:
+    (I(x; z | y), E_y KL(q(z|y) || p(z|y))), q(z|y) the aggregate over the points of class y; they
+    still sum to the mean KL(q(z|x, y) || p(z|y))."""
+    c = {} if condition is None else {"condition": condition}
+    q = model.encode(x, **c)
     z = q.sample()  # (N, D)
     n = len(x)
-    log_agg = torch.cat([  # log q(z_i) = logsumexp_j log q(z_i | x_j) - log N
-        q.log_prob(z[i:i + chunk].unsqueeze(1)).logsumexp(1) for i in range(0, n, chunk)
-    ]) - math.log(n)
+    if condition is None:
+        log_agg = torch.cat([  # log q(z_i) = logsumexp_j log q(z_i | x_j) - log N
+            q.log_prob(z[i:i + chunk].unsqueeze(1)).logsumexp(1) for i in range(0, n, chunk)
+        ]) - math.log(n)
+    else:  # log q(z_i|y_i) = logsumexp over the j of class y_i of log q(z_i | x_j, y_j) - log N_{y_i}
+        y, parts = condition.to(z.device), []
+        for i in range(0, n, chunk):
+            same = y[i:i + chunk, None] == y[None, :]  # (chunk, N): j of the same class as i
+            log_q = q.log_prob(z[i:i + chunk].unsqueeze(1)).masked_fill(~same, -math.inf)
+            parts.append(log_q.logsumexp(1) - same.sum(1).to(z.dtype).log())
+        log_agg = torch.cat(parts)
     own = q.log_prob(z)
     mi = (own - log_agg).double().mean()
-    agg_kl = (log_agg - model.prior().log_prob(z)).double().mean()
+    agg_kl = (log_agg - model.prior(**c).log_prob(z)).double().mean()
     return float(mi), float(agg_kl)
 
 

@@ -1,34 +1,114 @@
-"""Generation from a trained model: prior samples, reconstructions, latent interpolation and
-traversals.
+"""Generation from a trained model: samples from the prior or from the aggregated posterior,
+reconstructions, latent interpolation and traversals.
 
 Every picture is a decoder mean E[x|z], ``model.decode(z).mean``. For the autoregressive decoder
 (klvae.autoregressive) that mean is intractable and ``.mean`` is its deterministic approximation:
 the row-by-row pass that feeds each row's probabilities to the next row.
+
+A conditional model (``condition: label``) takes the class labels as ``condition`` everywhere:
+labels (N,) int64, or for :func:`sample` one class for all draws.
 """
 from __future__ import annotations
 
 import torch
+from torch.distributions import Categorical, Distribution, MixtureSameFamily, MultivariateNormal
 
 from klvae.errors import KlvaeError
 
+AGGREGATE_COMPONENTS = 10  # Gaussians of the aggregated-posterior mixture (pythae's GMM sampler uses 10)
+EUCLIDEAN_LATENTS = ("gaussian", "spike-slab")  # latents in R^D, where a Gaussian mixture fits the posterior means
+
+
+def given(condition: torch.Tensor | None) -> dict:
+    """The keyword arguments passing ``condition`` to a model, as klvae.models.conditional.given
+    (not imported from there: klvae.latents imports this module while klvae.models loads)."""
+    return {} if condition is None else {"condition": condition}
+
 
 @torch.no_grad()
-def sample(model, n: int, seed: int = 0) -> torch.Tensor:
+def sample(model, n: int, seed: int = 0, condition: int | torch.Tensor | None = None,
+           latent: Distribution | None = None) -> torch.Tensor:
     """Decoder means E[x|z] for n draws z ~ p(z) (any prior family): (n, *event_shape).
-    The draw is reproducible from ``seed`` and leaves torch's global random state untouched."""
+    The draw is reproducible from ``seed`` and leaves torch's global random state untouched.
+
+    ``latent``: a distribution over z (event_shape (D,)) to draw from instead of the prior, e.g.
+    the aggregated posterior of :func:`aggregate_posterior`. ``condition`` (a conditional model):
+    one class for every draw, or labels (n,); z then comes from p(z|y) and is decoded with y. A
+    conditional model given no condition draws the classes 0..C-1 in turn."""
     if n < 1:
         raise KlvaeError(f"number of samples must be a positive integer; got {n}")
     device = next(model.parameters()).device
+    y = _labels(model, n, condition, device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        z = model.prior().sample((n,))
-    return model.decode(z).mean
+        if latent is not None:
+            z = latent.sample((n,)).to(device)
+        elif y is not None and model.spec.conditional_prior:
+            z = model.prior(y).sample()  # (n, D): one draw from each p(z|y_i)
+        else:
+            z = model.prior().sample((n,))
+    return model.decode(z, **given(y)).mean
+
+
+def _labels(model, n: int, condition, device) -> torch.Tensor | None:
+    """The (n,) labels a sample is drawn with: the given ones, one class repeated, the classes in
+    turn for a conditional model given none, or None for a model without a condition."""
+    if condition is None:
+        return torch.arange(n, device=device) % model.num_classes if getattr(model, "num_classes", 0) else None
+    y = torch.as_tensor(condition, device=device)
+    y = y.expand(n) if y.ndim == 0 else y
+    if y.shape != (n,):
+        raise KlvaeError(f"condition must be one class or {n} labels (n,); got shape {tuple(y.shape)}")
+    return y
 
 
 @torch.no_grad()
-def reconstruct(model, x: torch.Tensor) -> torch.Tensor:
-    """Decoder means at a representative latent point of q(z|x): x: (N, *event) -> (N, *event)."""
-    return model.decode(model.family.point(model.encode(x))).mean
+def aggregate_posterior(model, x: torch.Tensor, condition: torch.Tensor | None = None,
+                        components: int = AGGREGATE_COMPONENTS, seed: int = 0, batch_size: int = 1000
+                        ) -> MixtureSameFamily:
+    """The aggregated posterior q(z) = E_x q(z|x) as a Gaussian mixture over R^D: scikit-learn's
+    ``GaussianMixture`` (``components`` Gaussians, full covariances, k-means start seeded with
+    ``seed``) fitted to the posterior means of x: (N, *event), usually the training set (the GMM
+    sampler of pythae, after Ghosh et al. 2020). Returned as a torch ``MixtureSameFamily`` of
+    ``MultivariateNormal``: batch_shape (), event_shape (D,), on the model's device.
+
+    ``condition``: the labels (N,) of x for a conditional model; pass the points of one class to
+    get that class's aggregate q(z|y). Latents on the sphere or the torus (vmf, power-spherical,
+    von-mises) have no such mixture here: KlvaeError."""
+    from sklearn.mixture import GaussianMixture
+
+    latent = model.spec.latent
+    if getattr(model.spec, "model", "vae") == "vqvae":
+        raise KlvaeError("aggregate sampling fits a Gaussian mixture to continuous posterior means, and model vqvae "
+                         "has discrete codes; sample from its prior instead (--from prior)")
+    if latent not in EUCLIDEAN_LATENTS:
+        raise KlvaeError(f"aggregate sampling fits a Gaussian mixture in R^D, and latent {latent!r} lives on a sphere "
+                         f"or torus; sample from the prior instead (--from prior), or train with --latent gaussian")
+    if not isinstance(components, int) or components < 1:
+        raise KlvaeError(f"components must be a positive integer; got {components!r}")
+    if len(x) < max(components, 2):
+        raise KlvaeError(f"the aggregated posterior needs at least {max(components, 2)} data points to fit "
+                         f"{components} Gaussians; got {len(x)}; give more points or fewer components")
+    device = next(model.parameters()).device
+    points = []
+    for start in range(0, len(x), batch_size):
+        y = condition[start:start + batch_size].to(device) if condition is not None else None
+        points.append(model.family.point(model.encode(x[start:start + batch_size].to(device), **given(y))).cpu())
+    means = torch.cat(points).double().numpy()  # (N, D)
+    gmm = GaussianMixture(components, covariance_type="full", random_state=seed).fit(means)
+    scale_tril = torch.linalg.cholesky(torch.as_tensor(gmm.covariances_))  # (K, D, D), in float64 for accuracy
+    as_model = {"dtype": torch.float32, "device": device}
+    return MixtureSameFamily(Categorical(probs=torch.as_tensor(gmm.weights_).to(**as_model)),
+                             MultivariateNormal(torch.as_tensor(gmm.means_).to(**as_model),
+                                                scale_tril=scale_tril.to(**as_model)))
+
+
+@torch.no_grad()
+def reconstruct(model, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+    """Decoder means at a representative latent point of q(z|x): x: (N, *event) -> (N, *event);
+    ``condition``: the labels (N,) of x for a conditional model."""
+    c = given(condition)
+    return model.decode(model.family.point(model.encode(x, **c)), **c).mean
 
 
 def lerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -55,29 +135,43 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def interpolate(model, xa: torch.Tensor, xb: torch.Tensor, steps: int, spherical: bool = False) -> torch.Tensor:
+def interpolate(model, xa: torch.Tensor, xb: torch.Tensor, steps: int, spherical: bool = False,
+                condition: torch.Tensor | None = None) -> torch.Tensor:
     """Decoder means along a latent path between the posterior means of xa and xb (each (*event)):
-    (steps, *event), endpoints included."""
+    (steps, *event), endpoints included. ``condition``: the labels (2,) of xa and xb for a
+    conditional model; the decoder's one-hot label moves linearly from ya to yb along the path."""
     if steps < 2:
         raise KlvaeError(f"steps must be at least 2; got {steps}")
-    za, zb = model.family.point(model.encode(torch.stack([xa, xb])))
+    za, zb = model.family.point(model.encode(torch.stack([xa, xb]), **given(condition)))
     t = torch.linspace(0, 1, steps, device=za.device)
-    return model.decode(model.family.path(za, zb, t, spherical)).mean
+    path = {}
+    if condition is not None:
+        from klvae.models.conditional import one_hot
+
+        ya, yb = one_hot(condition.to(za.device), model.num_classes, za.dtype)
+        path = given(lerp(ya, yb, t))  # (steps, C) class probabilities
+    return model.decode(model.family.path(za, zb, t, spherical), **path).mean
 
 
 
 @torch.no_grad()
-def traverse(model, x: torch.Tensor, dims: list[int], steps: int = 10, span: float = 3.0) -> torch.Tensor:
+def traverse(model, x: torch.Tensor, dims: list[int], steps: int = 10, span: float = 3.0,
+             condition: int | torch.Tensor | None = None) -> torch.Tensor:
     """Latent traversals from the posterior point of one data point x: (*event): for each of
     ``dims``, that coordinate swept over [-span, span] (prior standard deviations of a Gaussian or
     spike-and-slab latent) or over the whole circle (von Mises angles), the others fixed; decoder
-    means, (len(dims) * steps, *event), one row per dimension."""
+    means, (len(dims) * steps, *event), one row per dimension. ``condition``: the class of x for a
+    conditional model (every image decoded with it)."""
     if model.spec.latent in ("vmf", "power-spherical"):
         raise KlvaeError(f"traversals sweep one latent coordinate at a time; a {model.spec.latent} latent on the "
                          "sphere has none of its own (use interpolate instead)")
+    if getattr(model.spec, "model", "vae") == "vqvae":
+        raise KlvaeError("traversals sweep continuous latent coordinates, and model vqvae has discrete codes; "
+                         "use sample or interpolate instead")
     if steps < 2:
         raise KlvaeError(f"steps must be at least 2; got {steps}")
-    z = model.family.point(model.encode(x.unsqueeze(0)))[0]
+    y = None if condition is None else torch.as_tensor(condition, device=x.device).reshape(1)
+    z = model.family.point(model.encode(x.unsqueeze(0), **given(y)))[0]
     if model.spec.latent == "von-mises":
         values = torch.linspace(-torch.pi, torch.pi, steps + 1, device=z.device)[:-1]
     else:
@@ -87,4 +181,5 @@ def traverse(model, x: torch.Tensor, dims: list[int], steps: int = 10, span: flo
         zs = z.repeat(steps, 1)
         zs[:, d] = values
         rows.append(zs)
-    return model.decode(torch.cat(rows)).mean
+    zs = torch.cat(rows)
+    return model.decode(zs, **given(None if y is None else y.expand(len(zs)))).mean

@@ -9,6 +9,7 @@ from torch.distributions import Distribution
 
 from klvae.errors import KlvaeError
 from klvae.kl import kl
+from klvae.models.conditional import given
 
 
 @dataclass
@@ -46,44 +47,51 @@ class ElboTerms:
         return torch.stack([g.sum() for g in groups]).clamp_min(free_bits).sum()
 
 
-def elbo(model, x: torch.Tensor, kl_estimator: str = "auto", kl_samples: int = 1, samples: int = 1) -> ElboTerms:
+def elbo(model, x: torch.Tensor, kl_estimator: str = "auto", kl_samples: int = 1, samples: int = 1,
+         condition: torch.Tensor | None = None) -> ElboTerms:
     """The reconstruction term averaged over ``samples`` reparameterised z ~ q(z|x) per point (the
     "VAE with k samples" of Burda et al. 2015); the KL from :func:`klvae.kl.kl`. A model with
-    more than one latent layer supplies its own ``elbo_terms`` (same arguments, same result)."""
+    more than one latent layer supplies its own ``elbo_terms`` (same arguments, same result).
+    ``condition``: the class labels (N,) of a conditional model, giving the bound on log p(x|y)."""
+    c = given(condition)
     if hasattr(model, "elbo_terms"):
-        return model.elbo_terms(x, kl_estimator, kl_samples, samples)
-    q = model.encode(x)
+        return model.elbo_terms(x, kl_estimator, kl_samples, samples, **c)
+    q = model.encode(x, **c)
     if samples == 1:
-        recon = model.decode(q.rsample()).log_prob(x)
+        recon = model.decode(q.rsample(), **c).log_prob(x)
     else:
-        recon = model.decode(q.rsample((samples,))).log_prob(x).mean(0)
-    k = kl(q, model.prior(), kl_estimator, kl_samples)
+        recon = model.decode(q.rsample((samples,)), **c).log_prob(x).mean(0)
+    k = kl(q, model.prior(**c), kl_estimator, kl_samples)
     return ElboTerms(recon, k.value, k.per_dim, k.method, q)
 
 
-def log_weights(model, x: torch.Tensor, k: int, q=None) -> torch.Tensor:
+def log_weights(model, x: torch.Tensor, k: int, q=None, condition: torch.Tensor | None = None) -> torch.Tensor:
     """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x), z_k ~ q(z|x); shape (K, N).
     ``q`` may pass q(z|x) already computed for this x. A model with more than one latent layer
-    supplies its own ``log_weights(x, k)`` from the joint densities."""
+    supplies its own ``log_weights(x, k)`` from the joint densities. ``condition``: the class
+    labels (N,) of a conditional model (every density then given y)."""
+    c = given(condition)
     if hasattr(model, "log_weights"):
-        return model.log_weights(x, k)
-    q = model.encode(x) if q is None else q
+        return model.log_weights(x, k, **c)
+    q = model.encode(x, **c) if q is None else q
     z = q.sample((k,))  # (K, N, D)
-    return model.decode(z).log_prob(x) + model.prior().log_prob(z) - q.log_prob(z)
+    return model.decode(z, **c).log_prob(x) + model.prior(**c).log_prob(z) - q.log_prob(z)
 
 
 @torch.no_grad()
-def iwae_bound(model, x: torch.Tensor, k: int, chunk: int | None = None) -> torch.Tensor:
-    """log p(x) >= log (1/K) sum_k w_k (Burda et al. 2015), per data point: (N,) nats.
+def iwae_bound(model, x: torch.Tensor, k: int, chunk: int | None = None,
+               condition: torch.Tensor | None = None) -> torch.Tensor:
+    """log p(x) >= log (1/K) sum_k w_k (Burda et al. 2015), per data point: (N,) nats; with the
+    class labels ``condition`` (N,) of a conditional model, the bound on log p(x|y).
 
     The K samples are drawn in chunks of ``chunk`` (default: all at once) and combined with a
     running logsumexp, so memory stays O(chunk * N) for any K.
     """
     chunk = chunk or k
-    q = None if hasattr(model, "log_weights") else model.encode(x)
+    q = None if hasattr(model, "log_weights") else model.encode(x, **given(condition))
     total = None
     for start in range(0, k, chunk):
-        lw = log_weights(model, x, min(chunk, k - start), q).logsumexp(0)  # (N,)
+        lw = log_weights(model, x, min(chunk, k - start), q, condition).logsumexp(0)  # (N,)
         total = lw if total is None else torch.logaddexp(total, lw)
     return total - math.log(k)
 

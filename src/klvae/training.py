@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from klvae.diagnostics import CollapseWarning, active_units, collapse_verdict, mutual_information, off_fraction
 from klvae.errors import KlvaeError
+from klvae.models.conditional import given
 from klvae.objectives import Discriminator, elbo, factorvae_loss, iwae_bound, iwae_objective, tcvae_loss
 from klvae.schedules import KLSchedule
 
@@ -24,28 +25,38 @@ FREE_BITS_ON_COLLAPSE = 0.5  # nats per group, switched on by --on-collapse free
 
 class IndexedTensor(Dataset):
     """A tensor served by whole batches: the DataLoader's fetcher calls ``__getitems__`` with the
-    sampler's batch of indices, so one indexing op replaces a per-sample loop and collate."""
+    sampler's batch of indices, so one indexing op replaces a per-sample loop and collate. With
+    ``labels`` (N,) a batch is the tuple (x, labels) of the same rows."""
 
-    def __init__(self, x: torch.Tensor):
-        self.x = x
+    def __init__(self, x: torch.Tensor, labels: torch.Tensor | None = None):
+        if labels is not None and len(labels) != len(x):
+            raise KlvaeError(f"labels must hold one entry per data point ({len(x)}); got {len(labels)}")
+        self.x, self.labels = x, labels
 
     def __len__(self) -> int:
         return len(self.x)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.x[i]
+    def __getitem__(self, i: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        return self.x[i] if self.labels is None else (self.x[i], self.labels[i])
 
-    def __getitems__(self, idx: list[int]) -> torch.Tensor:
-        return self.x[torch.as_tensor(idx)]
+    def __getitems__(self, idx: list[int]) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        rows = torch.as_tensor(idx)
+        return self.x[rows] if self.labels is None else (self.x[rows], self.labels[rows])
 
 
-def _keep(batch: torch.Tensor) -> torch.Tensor:
+def _keep(batch):
     return batch
 
 
-def loader(x: torch.Tensor, batch_size: int, shuffle: bool) -> DataLoader:
-    """Batches of x: (N, *event); Lightning swaps in a DistributedSampler under DDP."""
-    return DataLoader(IndexedTensor(x), batch_size=batch_size, shuffle=shuffle, collate_fn=_keep)
+def loader(x: torch.Tensor, batch_size: int, shuffle: bool, labels: torch.Tensor | None = None) -> DataLoader:
+    """Batches of x: (N, *event), or of (x, labels) pairs when ``labels`` (N,) are given (a
+    conditional model); Lightning swaps in a DistributedSampler under DDP."""
+    return DataLoader(IndexedTensor(x, labels), batch_size=batch_size, shuffle=shuffle, collate_fn=_keep)
+
+
+def unpack(batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(x, labels) of a loader's batch; labels None for a batch of x alone."""
+    return (batch[0], batch[1]) if isinstance(batch, (tuple, list)) else (batch, None)
 
 
 class VAETask(L.LightningModule):
@@ -71,6 +82,7 @@ class VAETask(L.LightningModule):
         self.train_sums = torch.zeros(5)  # sums of elbo, recon, kl, the IWAE bound or the TC; count
         self.val_parts: list[tuple] = []
         self.mi_x: list[torch.Tensor] = []
+        self.mi_y: list[torch.Tensor] = []  # the labels of mi_x (a conditional model)
         self.schedule = KLSchedule.from_config(config)
         self.free_bits = config.free_bits
         self.collapsed_epochs = 0  # consecutive collapsed epochs at full KL weight
@@ -99,7 +111,8 @@ class VAETask(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self.train_sums = torch.zeros(5, device=self.device)
 
-    def training_step(self, x: torch.Tensor, batch_idx: int) -> None:
+    def training_step(self, batch, batch_idx: int) -> None:
+        x, y = unpack(batch)
         if self.train_batch is not None:
             x = self.train_batch(x)
         cfg = self.config
@@ -115,7 +128,7 @@ class VAETask(L.LightningModule):
         elif cfg.objective == "factorvae":
             loss, terms, extra, z = factorvae_loss(self.model, self.discriminator, x, cfg.beta)
         else:
-            terms = elbo(self.model, x, cfg.kl_estimator, cfg.kl_samples, cfg.k)
+            terms = elbo(self.model, x, cfg.kl_estimator, cfg.kl_samples, cfg.k, **given(y))
             loss, extra = terms.loss(weight, capacity, self.free_bits, cfg.free_bits_group), terms.elbo
         opt = self.model_optimizer()
         if not torch.isfinite(loss):
@@ -155,15 +168,22 @@ class VAETask(L.LightningModule):
                 f"epoch {self.current_epoch}); lower --lr, check the data, or raise --min-scale"
             )
 
-    def validation_step(self, x: torch.Tensor, batch_idx: int) -> None:
-        terms = elbo(self.model, x, self.config.kl_estimator, self.config.kl_samples)
+    def validation_step(self, batch, batch_idx: int) -> None:
+        x, y = unpack(batch)
+        terms = elbo(self.model, x, self.config.kl_estimator, self.config.kl_samples, **given(y))
         per_dim = terms.kl_per_dim.sum(0) if terms.kl_per_dim is not None else None
         off = off_fraction(terms.q)
-        bound = iwae_bound(self.model, x, self.config.k).sum() if self.config.objective == "iwae" else terms.elbo.sum()
+        bound = iwae_bound(self.model, x, self.config.k, **given(y)).sum() if self.config.objective == "iwae" \
+            else terms.elbo.sum()
+        layers = getattr(terms, "kl_per_layer", None)  # hierarchical models: (N, L)
         self.val_parts.append((terms.elbo.sum(), terms.recon.sum(), terms.kl.sum(), len(x), per_dim, terms.q.mean,
-                               off.sum() if off is not None else None, bound))
-        if sum(len(m) for m in self.mi_x) < MI_POINTS:
-            self.mi_x.append(x[: MI_POINTS - sum(len(m) for m in self.mi_x)])
+                               off.sum() if off is not None else None, bound,
+                               layers.sum(0) if layers is not None else None))
+        held = sum(len(m) for m in self.mi_x)
+        if held < MI_POINTS:
+            self.mi_x.append(x[: MI_POINTS - held])
+            if y is not None:
+                self.mi_y.append(y[: MI_POINTS - held])
 
     def on_validation_epoch_end(self) -> None:
         parts, self.val_parts = self.val_parts, []
@@ -183,15 +203,24 @@ class VAETask(L.LightningModule):
             self.val_row["val_iwae"] = (sums[4] / n).item()
         if per_dim is not None:
             self.val_row.update({f"kl_dim_{i}": v for i, v in enumerate((per_dim / n).tolist())})
+        if parts[0][8] is not None:  # the KL of each latent layer
+            per_layer = torch.stack([p[8] for p in parts]).sum(0)
+            per_layer = self.all_gather(per_layer).sum(0) if self.trainer.world_size > 1 else per_layer
+            self.val_row.update({f"kl_layer_{i}": v for i, v in enumerate((per_layer / n).tolist())})
+        if getattr(self.model.spec, "model", "vae") == "vqvae":  # how evenly the codes are used
+            from klvae.models.vqvae import code_perplexity
+
+            self.val_row["val_perplexity"] = code_perplexity(loc).item()
         if parts[0][6] is not None:  # spike-and-slab: expected fraction of dimensions switched off
             off = torch.stack([p[6] for p in parts]).sum()
             off = self.all_gather(off).sum() if self.trainer.world_size > 1 else off
             self.val_row["val_off_fraction"] = (off / n).item()
         mi_x, self.mi_x = torch.cat(self.mi_x), []
+        mi_y, self.mi_y = (torch.cat(self.mi_y) if self.mi_y else None), []
         cuda = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):  # the diagnostic draws its own z; training's RNG is untouched
             torch.manual_seed(self.current_epoch)
-            mi = torch.tensor(mutual_information(self.model, mi_x), device=self.device)
+            mi = torch.tensor(mutual_information(self.model, mi_x, **given(mi_y)), device=self.device)
         if self.trainer.world_size > 1:
             mi = self.all_gather(mi).mean(0)
         self.val_row.update({"val_mi": mi[0].item(), "val_agg_kl": mi[1].item()})

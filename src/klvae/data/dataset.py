@@ -101,6 +101,21 @@ def class_labels(data: Dataset) -> list[int]:
     return torch.unique(torch.cat(parts)).tolist()
 
 
+def class_count(data: Dataset) -> int:
+    """C, for the integer class labels 0..C-1 of data's splits: what a conditional model is
+    conditioned on (``condition: label``); KlvaeError naming the fix when data has none."""
+    parts = [data.train_labels, data.val_labels, data.test_labels]
+    if any(y is None or y.is_floating_point() or y.ndim != 1 for y in parts):
+        raise KlvaeError(
+            f"condition label needs integer class labels in every split, and {data.name} has none; use a labelled "
+            "data set (digits, mnist, fashion-mnist, or an .npz file with a 'y' array) or --condition none"
+        )
+    low = min(int(y.min()) for y in parts if len(y))
+    if low < 0:
+        raise KlvaeError(f"condition label needs class labels 0..C-1; {data.name} has label {low}; relabel the data")
+    return max(int(y.max()) for y in parts if len(y)) + 1
+
+
 def make_dataset(
     name: str, raw: RawSplits, binarize: str, default_binarize: str, val_fraction: float, seed: int
 ) -> Dataset:

@@ -32,6 +32,7 @@ import torch
 
 from klvae.errors import KlvaeError
 from klvae.evaluation.likelihood import SPLITS, plan_batches, split_with_labels
+from klvae.models.conditional import condition_of
 from klvae.objectives import elbo, iwae_bound
 
 SCORES = {
@@ -56,11 +57,12 @@ def input_complexity(x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def score_model(model, x: torch.Tensor, iwae_k: int = 100, batch_size: int | None = None, seed: int = 0,
-                reference_nll: float | None = None) -> dict[str, torch.Tensor]:
+                reference_nll: float | None = None, condition: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Every score of x: (N, *event) -> {name: (N,) float64 nats}, higher = more anomalous.
 
     ``typicality`` only when ``reference_nll`` (H, the mean IWAE NLL of the training data) is given.
-    Batches and random draws are those of ``evaluate_model(model, x, iwae_k, batch_size, seed)``."""
+    Batches and random draws are those of ``evaluate_model(model, x, iwae_k, batch_size, seed)``.
+    ``condition``: the labels (N,) of x for a conditional model (scores of log p(x|y))."""
     if iwae_k < 1:
         raise KlvaeError(f"iwae_k must be a positive integer; got {iwae_k}")
     if batch_size is not None and batch_size < 1:
@@ -73,8 +75,9 @@ def score_model(model, x: torch.Tensor, iwae_k: int = 100, batch_size: int | Non
         torch.manual_seed(seed)
         for start in range(0, len(x), batch):
             xb = x[start:start + batch].to(device)
-            terms = elbo(model, xb)
-            log_px = iwae_bound(model, xb, iwae_k, chunk)  # (B,)
+            yb = condition[start:start + batch].to(device) if condition is not None else None
+            terms = elbo(model, xb, condition=yb)
+            log_px = iwae_bound(model, xb, iwae_k, chunk, condition=yb)  # (B,)
             for name, value in (("elbo", -terms.elbo), ("kl", terms.kl), ("recon", -terms.recon), ("iwae", -log_px)):
                 parts[name].append(value.double().cpu())
     scores = {name: torch.cat(p) for name, p in parts.items()}
@@ -205,11 +208,12 @@ def reference_nll(model, config, iwae_k: int = 100, batch_size: int | None = Non
     ``seed``; all of them when fewer), the centre of the typicality score."""
     if size < 1:
         raise KlvaeError(f"reference_size must be a positive integer; got {size}")
-    x, _ = load_split(config, None, "train", data_dir)
+    x, labels = load_split(config, None, "train", data_dir)
     if size < len(x):
-        pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:size]
-        x = x[pick.sort().values]
-    return score_model(model, x, iwae_k, batch_size, seed)["iwae"].mean().item()
+        pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:size].sort().values
+        x, labels = x[pick], (labels[pick] if labels is not None else None)
+    condition = condition_of(model, labels)
+    return score_model(model, x, iwae_k, batch_size, seed, condition=condition)["iwae"].mean().item()
 
 
 def mark_classes(scored: ScoredSet, classes: list[int]) -> torch.Tensor:
@@ -254,7 +258,7 @@ def score(run_dir, data: str | None = None, split: str = "test", scores: list[st
     for name, part in [(data, split), *([(ood_data, ood_split)] if ood_data is not None else [])]:
         x, labels = load_split(config, name, part, data_dir, likelihood)
         _check_shape(model, x, name or config.data, run_dir, config.data)
-        values = score_model(model, x, iwae_k, batch_size, seed, reference)
+        values = score_model(model, x, iwae_k, batch_size, seed, reference, condition_of(model, labels))
         sets.append(ScoredSet(str(name or config.data), part, {n: values[n] for n in names}, labels))
     if anomalous_labels:
         sets[0].anomalous = mark_classes(sets[0], anomalous_labels)

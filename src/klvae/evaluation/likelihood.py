@@ -11,6 +11,7 @@ from klvae.data import load_dataset
 from klvae.diagnostics import active_units, off_fraction
 from klvae.evaluation.directional import angle_recovery
 from klvae.errors import KlvaeError
+from klvae.models.conditional import condition_of
 from klvae.objectives import elbo, iwae_bound
 from klvae.run import atomic_write, load, load_config
 
@@ -28,10 +29,11 @@ def plan_batches(n_points: int, event_size: int, k: int, batch_size: int | None 
 
 @torch.no_grad()
 def evaluate_model(model, x: torch.Tensor, iwae_k: int = 1000, batch_size: int | None = None,
-                   seed: int = 0) -> dict:
+                   seed: int = 0, condition: torch.Tensor | None = None) -> dict:
     """ELBO, reconstruction, KL (nats per data point), IWAE NLL estimate -log p(x) with ``iwae_k``
     importance samples (positive, nats per data point), and active units, for x: (N, *event).
-    ``elbo_se`` and ``nll_iwae_se`` are the standard errors of the two means over data points."""
+    ``elbo_se`` and ``nll_iwae_se`` are the standard errors of the two means over data points.
+    ``condition``: the labels (N,) of x for a conditional model; the bounds are then on log p(x|y)."""
     if iwae_k < 1:
         raise KlvaeError(f"iwae_k must be a positive integer; got {iwae_k}")
     if batch_size is not None and batch_size < 1:
@@ -45,8 +47,9 @@ def evaluate_model(model, x: torch.Tensor, iwae_k: int = 1000, batch_size: int |
         torch.manual_seed(seed)
         for start in range(0, len(x), batch):
             xb = x[start:start + batch].to(device)
-            terms = elbo(model, xb)
-            log_px = iwae_bound(model, xb, iwae_k, chunk)
+            yb = condition[start:start + batch].to(device) if condition is not None else None
+            terms = elbo(model, xb, condition=yb)
+            log_px = iwae_bound(model, xb, iwae_k, chunk, condition=yb)
             e, lp = terms.elbo.double(), log_px.double()
             sums += torch.stack([e.sum(), terms.recon.double().sum(), terms.kl.double().sum(), lp.sum(),
                                  (e**2).sum(), (lp**2).sum()]).cpu()
@@ -86,6 +89,7 @@ def split_with_labels(config, split: str, data_dir: str | None = None) -> tuple[
         x = data.train_batch(x, torch.Generator().manual_seed(0))
     return x, getattr(data, f"{split}_labels")
 
+
 def _standard_error(total: torch.Tensor, squares: torch.Tensor, n: int) -> float:
     """Standard error of a mean from the sum and the sum of squares of n values."""
     if n < 2:
@@ -100,7 +104,10 @@ def evaluate(run_dir: str | Path, split: str = "test", iwae_k: int = 1000, batch
     config = load_config(run_dir)
     model = load(run_dir, device)
     x, labels = split_with_labels(config, split, data_dir)
-    result = {"split": split, **evaluate_model(model, x, iwae_k, batch_size, seed)}
+    condition = condition_of(model, labels)
+    result = {"split": split, **evaluate_model(model, x, iwae_k, batch_size, seed, condition)}
+    if condition is not None:  # the bounds are on log p(x|y), given the test labels
+        result["condition"] = "label"
     if labels is not None and labels.is_floating_point():  # ground-truth angles (pendulum, arm)
         result["circular_correlation"] = angle_recovery(model, x.to(device), labels)
     atomic_write(Path(run_dir) / f"eval_{split}.json", json.dumps(result, indent=2))

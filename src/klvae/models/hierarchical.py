@@ -1,0 +1,302 @@
+"""A hierarchical VAE with top-down inference: the Ladder VAE (Sønderby et al. 2016).
+
+Latent layers z_1 .. z_L (``latent_dims``, bottom to top), generative model
+
+    p(z_L) = N(0, I),   p(z_l | z_{l+1}) = N(mu_l(z_{l+1}), sigma_l(z_{l+1})^2),   p(x | z_1)
+
+and inference along the same top-down path: a deterministic bottom-up pass d_1 = f_1(x),
+d_{l+1} = f_{l+1}(d_l) gives Gaussian "evidence" N(mu^_l, sigma^_l^2) per layer; then
+q(z_L | x) = N(mu^_L, sigma^_L^2) and, for l < L, q(z_l | x, z_{l+1}) is either
+
+* Sønderby's precision-weighted merge of the evidence with p(z_l | z_{l+1}) (the default), or
+* with ``residual``, NVAE's parameterisation (Vahdat & Kautz 2020): q's mean and log-scale are
+  offsets of the prior's, [d mu, d s] = A_l d_l + B_l h_l with h_l the top-down features, so q = p
+  where the offsets vanish.
+
+Architecture (Burda et al. 2015's 2-layer setting, 784-200-200-100 | 100-100-50, is ``hidden
+[200, 200]``, ``latent_dims [100, 50]``): f_1 is the VAE's encoder body with ``hidden`` widths,
+p(x | z_1) the VAE's decoder from z_1; the nets between z_l and z_{l+1} (bottom-up f_{l+1} and
+top-down mu_l, sigma_l) have ``len(hidden)`` layers of width ``latent_dims[l]``, the size of the
+lower layer. No batch norm (Sønderby et al. use it). Measured on MNIST with Burda's tanh nets: the
+merge lets the KL switch a layer's evidence off (its precision -> 0, where the evidence's gradient
+vanishes with the merge weight) and trains slowly even with a KL warm-up; ``residual`` trains
+faster, and ReLU helps both (see configs/burda-2layer-*.yaml).
+
+The latent z of the library's interface is the concatenation (z_1, .., z_L): (N, sum(latent_dims)).
+``encode(x)`` is the whole top-down posterior q(z_1..z_L | x), ``prior()`` the whole hierarchical
+prior; both are distributions over that concatenation with ancestral ``rsample`` and the joint
+``log_prob``, so every generic consumer (IWAE, mutual information, sampling) works unchanged. Their
+``mean`` is the *mean path*: the top layer's mean, then each layer's mean given the layer above at
+its mean (exact for the top layer; for the others the mean of z_l given that point) — the
+posterior means of active units and the point that ``reconstruct`` and ``interpolate`` decode.
+``decode(z)`` reads z_1, the first ``latent_dims[0]`` coordinates.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from torch.distributions import Distribution, Independent, constraints
+
+from klvae.autoregressive import check_decoder
+from klvae.distributions import diagonal_normal, scale_from_raw, standard_normal
+from klvae.errors import KlvaeError
+from klvae.generation import lerp, slerp
+from klvae.kl import kl
+from klvae.likelihoods import make_likelihood
+from klvae.nets import ACTIVATIONS, make_decoder, make_encoder, mlp
+from klvae.objectives import ElboTerms
+
+UNIT_RAW = math.log(math.e - 1)  # softplus(UNIT_RAW) = 1: a residual scale offset of 0 at raw 0
+BALANCE_FLOOR = 0.01  # nats added to each layer's KL before balancing (NVAE's), so no weight is 0
+
+
+@dataclass
+class HierarchicalElboTerms(ElboTerms):
+    """ElboTerms plus the KL of each layer: ``kl_per_layer`` (N, L) in nats, bottom to top, summing
+    to ``kl``; ``kl_per_dim`` is the concatenation over layers, (N, sum(latent_dims))."""
+
+    kl_per_layer: torch.Tensor | None = None
+    layer_dims: tuple[int, ...] = ()
+    balance: bool = False  # NVAE's KL balancing while the KL weight is below 1 (see ``loss``)
+
+    def loss(self, beta: float = 1.0, capacity: float | None = None, free_bits: float = 0.0,
+             group: int = 1) -> torch.Tensor:
+        """ElboTerms.loss; with ``balance`` and a KL weight ``beta`` < 1 (a warm-up), the KL in it is
+        sum_l gamma_l KL_l with gamma_l proportional to the batch's mean KL of layer l per latent
+        unit (plus 0.01 nats), normalised to mean 1 and carrying no gradient (Vahdat & Kautz 2020):
+        a layer with little KL is pressed less, so layers do not collapse while the weight is low."""
+        if not self.balance or beta >= 1 or capacity is not None or free_bits > 0:
+            return super().loss(beta, capacity, free_bits, group)
+        per_layer = self.kl_per_layer.mean(0)  # (L,)
+        share = (per_layer.detach().abs() + BALANCE_FLOOR) / per_layer.new_tensor(self.layer_dims)
+        gamma = share / share.mean()
+        return -(self.recon.mean() - beta * (gamma * per_layer).sum())
+
+
+class _TopDown(Distribution):
+    """A distribution over the concatenation (z_1, .., z_L) defined by the model's top-down walk:
+    the posterior when ``bottom_up`` is given, else the prior. batch_shape: that of the evidence
+    (N,) for the posterior, () for the prior; event_shape (sum(latent_dims),)."""
+
+    arg_constraints: dict = {}
+    support = constraints.real_vector
+    has_rsample = True
+
+    def __init__(self, model: "HierarchicalVAE", bottom_up: list[torch.Tensor] | None, like: torch.Tensor):
+        self.model, self.bottom_up, self.like = model, bottom_up, like
+        batch = bottom_up[0].shape[:-1] if bottom_up is not None else torch.Size()
+        super().__init__(batch, torch.Size([model.latent_dim]), validate_args=False)
+
+    def _layers(self, sample_shape=torch.Size(), z=None, at_mean=False) -> list:
+        return list(self.model.walk(self.bottom_up, torch.Size(sample_shape), z, at_mean, self.like))
+
+    def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        """Ancestral, reparameterised: (*sample_shape, *batch_shape, D)."""
+        return torch.cat([z for _, z, _, _ in reversed(self._layers(sample_shape))], -1)
+
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        with torch.no_grad():
+            return self.rsample(sample_shape)
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """The joint log-density, sum over layers; z: (..., D) broadcast against batch_shape."""
+        return sum((p if q is None else q).log_prob(zl) for _, zl, q, p in self._layers(z=z))
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """The mean path (see the module's docstring), (*batch_shape, D)."""
+        return torch.cat([z for _, z, _, _ in reversed(self._layers(at_mean=True))], -1)
+
+
+class HierarchicalFamily:
+    """The latent "family" of the hierarchical model, in the interface of ``klvae.latents``: the
+    encoder output h (N, 2 sum(latent_dims)) is the bottom-up evidence of every layer."""
+
+    def __init__(self, model: "HierarchicalVAE"):
+        self.model = model
+        self.dims = model.dims
+        self.params, self.decoder_dim = 2 * sum(self.dims), self.dims[0]
+
+    def posterior(self, h: torch.Tensor) -> Distribution:
+        return _TopDown(self.model, list(h.split([2 * d for d in self.dims], -1)), h)
+
+    def prior(self, like: torch.Tensor) -> Distribution:
+        return _TopDown(self.model, None, like)
+
+    def decoder_input(self, z: torch.Tensor) -> torch.Tensor:
+        return z[..., : self.dims[0]]
+
+    def point(self, q: Distribution) -> torch.Tensor:
+        return q.mean
+
+    def path(self, za: torch.Tensor, zb: torch.Tensor, t: torch.Tensor, spherical: bool) -> torch.Tensor:
+        return (slerp if spherical else lerp)(za, zb, t)
+
+
+def _stack(width_in: int, widths: list[int], activation: str) -> nn.Sequential:
+    """Linear layers in_width -> widths, each followed by the activation."""
+    return nn.Sequential(mlp([width_in, *widths], activation), ACTIVATIONS[activation]())
+
+
+def check_hierarchical(spec) -> None:
+    """The options a hierarchical model needs; a one-line KlvaeError naming the fix."""
+    dims = spec.latent_dims
+    if not isinstance(dims, (list, tuple)) or not dims or any(
+        not isinstance(d, int) or isinstance(d, bool) or d < 1 for d in dims
+    ):
+        raise KlvaeError(f"latent_dims must list the latent sizes of --model hvae, bottom to top, like [100, 50]; "
+                         f"got {dims!r}")
+    if spec.latent != "gaussian" or spec.prior != "standard":
+        raise KlvaeError(f"model hvae has Gaussian layers and its own hierarchical prior; got latent {spec.latent!r}, "
+                         f"prior {spec.prior!r}; use --latent gaussian --prior standard")
+
+
+class HierarchicalVAE(nn.Module):
+    """x: (N, *event_shape) -> q(z_1..z_L | x) with batch (N,); z: (*S, sum(latent_dims)) -> p(x | z_1)."""
+
+    def __init__(self, spec):
+        super().__init__()
+        check_hierarchical(spec)
+        check_decoder(spec.decoder, spec.likelihood, spec.event_shape)
+        self.spec, self.event_shape = spec, tuple(spec.event_shape)
+        self.dims = tuple(spec.latent_dims)
+        self.latent_dim = sum(self.dims)
+        self.residual, self.balance, self.min_scale = spec.residual, spec.kl_balance, spec.min_scale
+        self.autoregressive = spec.decoder == "autoregressive"
+        act, depth, hidden = spec.activation, len(spec.hidden), list(spec.hidden)
+        self.encoder = nn.Sequential(make_encoder(spec.net, self.event_shape, hidden[:-1], hidden[-1], act),
+                                     ACTIVATIONS[act]())  # d_1 = f_1(x): (N, hidden[-1])
+        widths = [hidden[-1], *self.dims[:-1]]  # the width of d_l
+        self.up = nn.ModuleList([_stack(widths[l - 1], [self.dims[l - 1]] * depth, act) for l in range(1, len(self.dims))])
+        self.evidence = nn.ModuleList([nn.Linear(w, 2 * d) for w, d in zip(widths, self.dims)])
+        self.down = nn.ModuleList([_stack(self.dims[l + 1], [self.dims[l]] * depth, act) for l in range(len(self.dims) - 1)])
+        self.conditional = nn.ModuleList([nn.Linear(d, 2 * d) for d in self.dims[:-1]])  # p(z_l | z_{l+1})
+        self.offsets = nn.ModuleList([nn.Linear(d, 2 * d, bias=False) for d in self.dims[:-1]]) if self.residual else None
+        self.decoder = make_decoder(spec.net, self.event_shape, hidden, self.dims[0], act, spec.decoder)
+        self.likelihood = None if self.autoregressive else make_likelihood(
+            spec.likelihood, self.event_shape, spec.decoder_scale, spec.min_scale)
+        self.family = HierarchicalFamily(self)
+
+    # --- the two passes -------------------------------------------------------------------------
+    def encoder_output(self, x: torch.Tensor) -> torch.Tensor:
+        """The bottom-up pass: each layer's evidence [mu^_l, raw sigma^_l] (or, with ``residual``, its
+        part A_l d_l of q's offsets) concatenated bottom to top: (N, 2 sum(latent_dims))."""
+        if tuple(x.shape[1:]) != self.event_shape:
+            raise KlvaeError(
+                f"x must have shape (N, {', '.join(map(str, self.event_shape))}); got {tuple(x.shape)}; "
+                "reshape the data to the shape the model was trained on"
+            )
+        d = self.encoder(x)
+        evidence = [self.evidence[0](d)]
+        for up, head in zip(self.up, self.evidence[1:]):
+            d = up(d)
+            evidence.append(head(d))
+        return torch.cat(evidence, -1)
+
+    def _conditional(self, level: int, z_above: torch.Tensor) -> tuple[Independent, torch.Tensor | None]:
+        """p(z_l | z_{l+1}) for z_above: (..., D_{l+1}), and the top-down part B_l h_l of q's offsets."""
+        h = self.down[level](z_above)
+        loc, raw = self.conditional[level](h).chunk(2, -1)
+        return diagonal_normal(loc, scale_from_raw(raw, self.min_scale)), (
+            self.offsets[level](h) if self.residual else None)
+
+    def _posterior(self, level: int, evidence: torch.Tensor, p: Independent, top_down: torch.Tensor | None) -> Independent:
+        """q(z_l | x, z_{l+1}) from the layer's evidence and p(z_l | z_{l+1}); shapes broadcast."""
+        if level == len(self.dims) - 1:
+            loc, raw = evidence.chunk(2, -1)
+            return diagonal_normal(loc, scale_from_raw(raw, self.min_scale))
+        prior_loc, prior_scale = p.base_dist.loc, p.base_dist.scale
+        if self.residual:  # NVAE: q's mean and log-scale as offsets of p's
+            d_loc, d_raw = (evidence + top_down).chunk(2, -1)
+            return diagonal_normal(prior_loc + d_loc, prior_scale * scale_from_raw(d_raw + UNIT_RAW, self.min_scale))
+        loc, raw = evidence.chunk(2, -1)
+        scale = scale_from_raw(raw, self.min_scale)
+        # precision-weighted merge: 1/s_q^2 = 1/s^2 + 1/s_p^2, mu_q = w mu + (1 - w) mu_p, w = s^-2 / (s^-2 + s_p^-2),
+        # in the stable form w = sigmoid(2 (log s_p - log s)), s_q = s s_p / sqrt(s^2 + s_p^2)
+        w = torch.sigmoid(2 * (prior_scale.log() - scale.log()))
+        return diagonal_normal(w * loc + (1 - w) * prior_loc, scale * prior_scale * torch.rsqrt(scale**2 + prior_scale**2))
+
+    def walk(self, bottom_up: list[torch.Tensor] | None, sample_shape=torch.Size(), z: torch.Tensor | None = None,
+             at_mean: bool = False, like: torch.Tensor | None = None):
+        """The top-down walk, from z_L to z_1: yields (level, z_l, q_l, p_l) with p_l = p(z_l | z_{l+1})
+        and q_l = q(z_l | x, z_{l+1}) (None without ``bottom_up``, the evidence of each layer: (N, 2 D_l)).
+        z_l is read from ``z`` (..., sum(latent_dims)) when given, else the mean of q_l (or p_l) with
+        ``at_mean``, else drawn, reparameterised (``sample_shape`` in front of the top layer's draw)."""
+        parts = z.split(list(self.dims), -1) if z is not None else None
+        like = like if like is not None else next(self.parameters())
+        z_above = None
+        for level in reversed(range(len(self.dims))):
+            if level == len(self.dims) - 1:
+                p, top_down = standard_normal(self.dims[-1], like), None
+            else:
+                p, top_down = self._conditional(level, z_above)
+            q = None if bottom_up is None else self._posterior(level, bottom_up[level], p, top_down)
+            source = p if q is None else q
+            if parts is not None:
+                z_level = parts[level]
+            elif at_mean:
+                z_level = source.mean
+            else:
+                z_level = source.rsample(sample_shape if z_above is None else torch.Size())
+            yield level, z_level, q, p
+            z_above = z_level
+
+    # --- the library's interface ------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> Distribution:
+        """q(z_1..z_L | x): batch_shape (N,), event_shape (sum(latent_dims),)."""
+        return self.family.posterior(self.encoder_output(x))
+
+    def prior(self) -> Distribution:
+        """p(z_1..z_L): batch_shape (), event_shape (sum(latent_dims),); ``sample`` is ancestral."""
+        return self.family.prior(next(self.parameters()))
+
+    def decode(self, z: torch.Tensor) -> Distribution:
+        """p(x | z_1) for z: (*S, sum(latent_dims)) (z_1 is its first latent_dims[0] coordinates)."""
+        if z.shape[-1] != self.latent_dim:
+            raise KlvaeError(f"z must have shape (..., {self.latent_dim}) (z_1..z_L concatenated); got {tuple(z.shape)}")
+        return self._decode_bottom(self.family.decoder_input(z))
+
+    def _decode_bottom(self, z1: torch.Tensor) -> Distribution:
+        lead = z1.shape[:-1]
+        h = z1.reshape(-1, self.dims[0])
+        if self.autoregressive:
+            return self.decoder(h.view(*lead, -1))
+        return self.likelihood(self.decoder(h).view(*lead, *self.event_shape), len(self.event_shape))
+
+    def elbo_terms(self, x: torch.Tensor, kl_estimator: str = "auto", kl_samples: int = 1,
+                   samples: int = 1) -> HierarchicalElboTerms:
+        """The ELBO's terms, averaged over ``samples`` ancestral draws per data point: recon (N,),
+        kl (N,) = sum over layers of KL(q(z_l | x, z_{l+1}) || p(z_l | z_{l+1})) at the drawn z_{l+1}
+        (each by :func:`klvae.kl.kl`: analytic for these Gaussians, or Monte Carlo with "mc"),
+        kl_per_layer (N, L) and kl_per_dim (N, sum(latent_dims)), bottom to top."""
+        bottom_up = list(self.encoder_output(x).split([2 * d for d in self.dims], -1))
+        shape = torch.Size([samples]) if samples > 1 else torch.Size()
+        kls, z1 = {}, None
+        for level, z_level, q, p in self.walk(bottom_up, shape):
+            kls[level] = kl(q, p, kl_estimator, kl_samples)
+            z1 = z_level
+        recon = self._decode_bottom(z1).log_prob(x)  # (*S, N)
+        layers = [kls[level] for level in range(len(self.dims))]  # the top layer's KL has no sample dims: expand
+        per_layer = torch.stack([k.value.expand(recon.shape) for k in layers], -1)  # (*S, N, L)
+        per_dim = torch.cat([k.per_dim.expand(*recon.shape, -1) for k in layers], -1) if all(
+            k.per_dim is not None for k in layers) else None
+        if samples > 1:
+            recon, per_layer = recon.mean(0), per_layer.mean(0)
+            per_dim = per_dim.mean(0) if per_dim is not None else None
+        method = "mc" if any(k.method == "mc" for k in layers) else "analytic"
+        return HierarchicalElboTerms(recon, per_layer.sum(-1), per_dim, method, self.family.posterior(
+            torch.cat(bottom_up, -1)), per_layer, self.dims, self.balance)
+
+    def log_weights(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """log w = log p(x | z_1) + sum_l log p(z_l | z_{l+1}) - sum_l log q(z_l | x, z_{l+1}) for K
+        ancestral draws from q: (K, N)."""
+        bottom_up = list(self.encoder_output(x).split([2 * d for d in self.dims], -1))
+        log_w = 0.0
+        for level, z_level, q, p in self.walk(bottom_up, torch.Size([k])):
+            log_w = log_w + p.log_prob(z_level) - q.log_prob(z_level)
+            if level == 0:
+                log_w = log_w + self._decode_bottom(z_level).log_prob(x)
+        return log_w

@@ -1,0 +1,287 @@
+"""VQ-VAE (van den Oord et al. 2017) and its soft-to-hard relaxation.
+
+The encoder maps x to ``positions`` code positions of dimension D = ``latent_dim``, z_e: (N, P, D);
+each position takes one of K = ``codes`` codebook vectors e_1..e_K. The latent of the library's
+interface is the code choice as one-hot vectors z: (N, P, K); ``decode(z)`` decodes z @ codebook,
+so a relaxed (soft) one-hot decodes a convex mixture of codes and a path between two one-hots a
+blend. q(z|x) is a categorical per position (``Independent(OneHotCategorical, 1)``, batch (N,),
+event (P, K)); its ``mean`` is the code probabilities, so "active units" count (position, code)
+pairs whose use varies with x.
+
+``quantizer``:
+
+* ``vq-ema`` (default): the nearest code, a straight-through gradient to the encoder, the commitment
+  loss ``commitment * ||z_e - sg(e)||^2``, and the codebook moved by exponential moving averages of
+  its assigned encoder outputs (decay 0.99, Laplace-smoothed counts; the paper's appendix).
+* ``vq``: the same, the codebook learnt by the codebook loss ``||sg(z_e) - e||^2`` instead.
+* ``gumbel``: q(z|x) has logits -||z_e - e_k||^2, so its mode is VQ's nearest code. Training
+  draws relaxed one-hot samples (Gumbel-softmax; Jang et al. 2017, Maddison et al. 2017) at a
+  temperature annealed exponentially from ``temperature`` to 0.1 over ``temperature_steps``
+  training steps, then hard ones with a straight-through gradient: the posterior hardens into VQ.
+  Its loss is the ELBO with KL(q || uniform categorical), weighted as the KL schedule says.
+
+Squared distances are summed over the P x D coordinates of a data point, as the reconstruction is
+summed over its pixels (nats per data point). The codebook starts on encoder outputs of the first
+training batch; every 20 training steps, the codes that got less than 3% of a uniform share of
+the assignments since the last check restart on random encoder outputs of the batch (the restart
+of Dhariwal et al. 2020). The steps are counted by the model in training mode, in a buffer
+saved with the weights.
+
+The prior p(z) is a categorical per position with the codes' frequencies over training (the same
+moving average of the counts; uniform at the start) — the baseline prior over codes, refitted on
+any data by :meth:`VQVAE.fit_prior`. The ELBO's KL, the IWAE weights and ``sample`` use it; for a
+hard posterior KL(q || p) = -log p(codes).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.distributions import Distribution, Independent, OneHotCategorical
+
+from klvae.autoregressive import check_decoder
+from klvae.errors import KlvaeError
+from klvae.generation import lerp, slerp
+from klvae.kl import kl
+from klvae.likelihoods import make_likelihood
+from klvae.nets import make_decoder, make_encoder
+from klvae.objectives import ElboTerms
+
+QUANTIZERS = ("vq-ema", "vq", "gumbel")
+EMA_DECAY = 0.99  # codebook and code-count moving averages
+EMA_EPSILON = 1e-5  # Laplace smoothing of the EMA cluster sizes
+RESTART_EVERY = 20  # training steps between dead-code checks
+DEAD_SHARE = 0.03  # a code is dead when it got less than this fraction of a uniform share of them
+FINAL_TEMPERATURE = 0.1  # gumbel: the annealing's end; then samples are hard (straight-through)
+PRIOR_FLOOR = 1e-2  # counts added to every code of the prior, so log p stays finite
+
+
+@dataclass
+class VQElboTerms(ElboTerms):
+    """ElboTerms plus what VQ trains on: ``penalty`` (N,) the commitment (and codebook) loss,
+    ``loss_kl`` (N,) the KL to the uniform prior that the gumbel quantizer's loss weighs (None for
+    VQ), ``perplexity`` exp(entropy) of the batch's code usage (0-dim), ``temperature`` (gumbel)."""
+
+    penalty: torch.Tensor | None = None
+    loss_kl: torch.Tensor | None = None
+    perplexity: torch.Tensor | None = None
+    temperature: float | None = None
+
+    def loss(self, beta: float = 1.0, capacity: float | None = None, free_bits: float = 0.0,
+             group: int = 1) -> torch.Tensor:
+        """VQ: -recon + penalty (a hard posterior's KL carries no gradient; ``beta`` is unused).
+        Gumbel: -(recon - beta * KL(q || uniform)). Batch means."""
+        if self.loss_kl is None:
+            return -self.recon.mean() + self.penalty.mean()
+        return -(self.recon.mean() - beta * self.loss_kl.mean())
+
+
+def code_perplexity(probs: torch.Tensor) -> torch.Tensor:
+    """exp(H) of the mean code distribution of probs: (..., K) one-hot or soft; K when all codes are
+    used equally, 1 when one code is used everywhere."""
+    mean = probs.reshape(-1, probs.shape[-1]).double().mean(0)
+    return torch.exp(-(mean * mean.clamp_min(1e-30).log()).sum()).to(probs.dtype)
+
+
+class CodeFamily:
+    """The latent "family" of VQ-VAE in the interface of ``klvae.latents`` (point and path)."""
+
+    def point(self, q: Distribution) -> torch.Tensor:
+        """The mode of q: one-hot codes (N, P, K)."""
+        probs = q.base_dist.probs
+        return F.one_hot(probs.argmax(-1), probs.shape[-1]).to(probs.dtype)
+
+    def path(self, za: torch.Tensor, zb: torch.Tensor, t: torch.Tensor, spherical: bool) -> torch.Tensor:
+        """A blend of the two code choices: (S, P, K), each row of codes summing to 1."""
+        flat = (slerp if spherical else lerp)(za.flatten(), zb.flatten(), t).clamp_min(0)
+        path = flat.view(len(t), *za.shape)
+        return path / path.sum(-1, keepdim=True)
+
+
+def check_vqvae(spec) -> None:
+    """The options of --model vqvae; a one-line KlvaeError naming the fix."""
+    if spec.quantizer not in QUANTIZERS:
+        raise KlvaeError(f"quantizer must be one of {', '.join(QUANTIZERS)}; got {spec.quantizer!r}")
+    for name, least in (("codes", 2), ("positions", 1), ("temperature_steps", 1)):
+        value = getattr(spec, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise KlvaeError(f"{name} must be an integer >= {least}; got {value!r}")
+    if not spec.commitment >= 0 or not spec.temperature > 0 or math.isinf(spec.commitment + spec.temperature):
+        raise KlvaeError(f"commitment must be >= 0 and temperature > 0 (finite); got {spec.commitment}, {spec.temperature}")
+    if spec.latent != "gaussian" or spec.prior != "standard":
+        raise KlvaeError(f"model vqvae has its own categorical latent and prior over codes; got latent {spec.latent!r}, "
+                         f"prior {spec.prior!r}; drop --latent and --prior")
+
+
+class VQVAE(nn.Module):
+    """x: (N, *event_shape) -> q(z|x), a categorical over K codes at each of P positions;
+    z: (*S, P, K) one-hot (or relaxed) -> p(x | z @ codebook) with batch (*S)."""
+
+    def __init__(self, spec):
+        super().__init__()
+        check_vqvae(spec)
+        check_decoder(spec.decoder, spec.likelihood, spec.event_shape)
+        self.spec, self.event_shape = spec, tuple(spec.event_shape)
+        self.latent_dim, self.codes, self.positions = spec.latent_dim, spec.codes, spec.positions
+        self.quantizer, self.autoregressive = spec.quantizer, spec.decoder == "autoregressive"
+        flat = self.positions * self.latent_dim
+        self.encoder = make_encoder(spec.net, self.event_shape, spec.hidden, flat, spec.activation)
+        self.decoder = make_decoder(spec.net, self.event_shape, spec.hidden, flat, spec.activation, spec.decoder)
+        self.likelihood = None if self.autoregressive else make_likelihood(
+            spec.likelihood, self.event_shape, spec.decoder_scale, spec.min_scale)
+        codebook = torch.randn(self.codes, self.latent_dim)
+        if self.quantizer == "vq-ema":
+            self.register_buffer("codebook", codebook)
+            self.register_buffer("cluster_size", torch.ones(self.codes))
+            self.register_buffer("embed_sum", codebook.clone())
+        else:
+            self.codebook = nn.Parameter(codebook)
+        self.register_buffer("code_counts", torch.ones(self.positions, self.codes))  # the prior's moving counts
+        self.register_buffer("recent_counts", torch.zeros(self.codes))  # assignments since the last restart check
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # training steps seen
+        self.family = CodeFamily()
+
+    # --- the library's interface ------------------------------------------------------------------
+    def encoder_output(self, x: torch.Tensor) -> torch.Tensor:
+        """z_e: (N, P, D)."""
+        if tuple(x.shape[1:]) != self.event_shape:
+            raise KlvaeError(
+                f"x must have shape (N, {', '.join(map(str, self.event_shape))}); got {tuple(x.shape)}; "
+                "reshape the data to the shape the model was trained on"
+            )
+        return self.encoder(x).view(len(x), self.positions, self.latent_dim)
+
+    def code_logits(self, z_e: torch.Tensor) -> torch.Tensor:
+        """-||z_e - e_k||^2: (N, P, K)."""
+        return -(z_e.pow(2).sum(-1, keepdim=True) - 2 * z_e @ self.codebook.t() + self.codebook.pow(2).sum(-1))
+
+    def posterior(self, logits: torch.Tensor) -> Distribution:
+        """q(z|x) from the code logits: the nearest code for VQ, the categorical for gumbel."""
+        if self.quantizer == "gumbel":
+            return Independent(OneHotCategorical(logits=logits, validate_args=False), 1, validate_args=False)
+        nearest = F.one_hot(logits.argmax(-1), self.codes).to(logits.dtype)
+        return Independent(OneHotCategorical(probs=nearest, validate_args=False), 1, validate_args=False)
+
+    def encode(self, x: torch.Tensor) -> Distribution:
+        """q(z|x): batch_shape (N,), event_shape (P, K)."""
+        return self.posterior(self.code_logits(self.encoder_output(x)))
+
+    def prior(self) -> Distribution:
+        """p(z): a categorical per position with the codes' moving frequencies; batch (), event (P, K)."""
+        probs = self.code_counts + PRIOR_FLOOR
+        return Independent(OneHotCategorical(probs=probs / probs.sum(-1, keepdim=True), validate_args=False), 1,
+                           validate_args=False)
+
+    def uniform_prior(self) -> Distribution:
+        logits = torch.zeros_like(self.code_counts)
+        return Independent(OneHotCategorical(logits=logits, validate_args=False), 1, validate_args=False)
+
+    def decode(self, z: torch.Tensor) -> Distribution:
+        """p(x | z @ codebook) for one-hot (or relaxed) codes z: (*S, P, K)."""
+        if tuple(z.shape[-2:]) != (self.positions, self.codes):
+            raise KlvaeError(f"z must hold one-hot codes of shape (..., {self.positions}, {self.codes}); got {tuple(z.shape)}")
+        return self._decode_vectors(z @ self.codebook)
+
+    def _decode_vectors(self, z_q: torch.Tensor) -> Distribution:
+        """p(x | z_q) for code vectors z_q: (*S, P, D)."""
+        lead = z_q.shape[:-2]
+        h = z_q.reshape(-1, self.positions * self.latent_dim)
+        if self.autoregressive:
+            return self.decoder(h.view(*lead, -1))
+        return self.likelihood(self.decoder(h).view(*lead, *self.event_shape), len(self.event_shape))
+
+    @torch.no_grad()
+    def fit_prior(self, x: torch.Tensor, batch_size: int = 1000) -> "VQVAE":
+        """Refit the prior to the codes of x: (N, *event): their counts per position."""
+        counts = torch.zeros_like(self.code_counts)
+        for start in range(0, len(x), batch_size):
+            counts += self.encode(x[start:start + batch_size].to(counts.device)).mean.sum(0)
+        self.code_counts.copy_(counts)
+        return self
+
+    # --- the objective ----------------------------------------------------------------------------
+    def temperature(self) -> float:
+        """gumbel: temperature ** (1 - s) * 0.1 ** s at s = step / temperature_steps (capped at 1)."""
+        s = min(int(self.steps) / self.spec.temperature_steps, 1.0)
+        return self.spec.temperature ** (1 - s) * FINAL_TEMPERATURE ** s
+
+    def elbo_terms(self, x: torch.Tensor, kl_estimator: str = "auto", kl_samples: int = 1,
+                   samples: int = 1) -> VQElboTerms:
+        """recon (N,) log p(x | z); kl (N,) = KL(q || p) per position summed; in training mode the
+        straight-through (VQ) or relaxed (gumbel) sample and the quantizer's updates, else the
+        nearest code (VQ) or ``samples`` hard draws from q (gumbel)."""
+        z_e = self.encoder_output(x)
+        learning = self.training and torch.is_grad_enabled()
+        if learning:
+            self._start_or_restart(z_e.detach())
+        logits = self.code_logits(z_e)
+        q = self.posterior(logits)
+        hard = q.base_dist.probs if self.quantizer != "gumbel" else None
+        penalty = loss_kl = temperature = None
+        if self.quantizer != "gumbel":
+            z_q = hard @ self.codebook  # (N, P, D)
+            penalty = self.spec.commitment * (z_e - z_q.detach()).pow(2).sum((-2, -1))
+            if self.quantizer == "vq":
+                penalty = penalty + (z_e.detach() - z_q).pow(2).sum((-2, -1))
+            recon = self._decode_vectors(z_e + (z_q - z_e).detach()).log_prob(x)  # straight-through
+        elif learning:
+            temperature = self.temperature()
+            z = F.gumbel_softmax(logits, tau=temperature, hard=int(self.steps) >= self.spec.temperature_steps)
+            recon = self._decode_vectors(z @ self.codebook).log_prob(x)
+            loss_kl = kl(q, self.uniform_prior()).value
+        else:
+            z = q.sample(torch.Size([samples]) if samples > 1 else torch.Size())
+            recon = self._decode_vectors(z @ self.codebook).log_prob(x)
+            recon = recon.mean(0) if samples > 1 else recon
+        usage = q.base_dist.probs if hard is None else hard
+        if learning:
+            self._update(z_e.detach(), F.one_hot(logits.argmax(-1), self.codes).to(z_e.dtype))
+        k = kl(q, self.prior(), kl_estimator, kl_samples)
+        return VQElboTerms(recon, k.value, k.per_dim, k.method, q, penalty, loss_kl, code_perplexity(usage.detach()),
+                           temperature)
+
+    def log_weights(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """log p(x|z) + log p(z) - log q(z|x) for K codes z ~ q(z|x) (all the nearest one for VQ): (K, N)."""
+        q = self.encode(x)
+        z = q.sample((k,))  # (K, N, P, K_codes)
+        return self.decode(z).log_prob(x) + self.prior().log_prob(z) - q.log_prob(z)
+
+    # --- the quantizer's own updates (training mode) -----------------------------------------------
+    @torch.no_grad()
+    def _update(self, z_e: torch.Tensor, one_hot: torch.Tensor) -> None:
+        """The moving code counts (the prior), the EMA codebook, the step count."""
+        if not torch.isfinite(z_e).all():
+            return
+        self.code_counts.mul_(EMA_DECAY).add_(one_hot.sum(0), alpha=1 - EMA_DECAY)
+        self.recent_counts += one_hot.sum((0, 1))
+        if self.quantizer == "vq-ema":
+            flat, hot = z_e.reshape(-1, self.latent_dim), one_hot.reshape(-1, self.codes)
+            self.cluster_size.mul_(EMA_DECAY).add_(hot.sum(0), alpha=1 - EMA_DECAY)
+            self.embed_sum.mul_(EMA_DECAY).add_(hot.t() @ flat, alpha=1 - EMA_DECAY)
+            n = self.cluster_size.sum()
+            size = (self.cluster_size + EMA_EPSILON) / (n + self.codes * EMA_EPSILON) * n
+            self.codebook.copy_(self.embed_sum / size[:, None])
+        self.steps += 1
+
+    @torch.no_grad()
+    def _start_or_restart(self, z_e: torch.Tensor) -> None:
+        """At step 0 every code, every RESTART_EVERY steps the dead ones, onto random rows of z_e."""
+        step = int(self.steps)
+        if step % RESTART_EVERY or not torch.isfinite(z_e).all():
+            return
+        recent = self.recent_counts.clone()
+        self.recent_counts.zero_()
+        dead = torch.ones_like(recent, dtype=torch.bool) if step == 0 else recent < DEAD_SHARE * recent.mean()
+        if not dead.any():
+            return
+        flat = z_e.reshape(-1, self.latent_dim)
+        picked = flat[torch.randint(len(flat), (int(dead.sum()),), device=flat.device)]
+        picked = picked + 1e-3 * flat.std() * torch.randn_like(picked)  # restarts on one row do not coincide
+        self.codebook[dead] = picked
+        if self.quantizer == "vq-ema":
+            self.embed_sum[dead] = picked
+            self.cluster_size[dead] = 1.0
+        self.code_counts[:, dead] = self.code_counts.sum(-1, keepdim=True) / self.codes  # a uniform share
