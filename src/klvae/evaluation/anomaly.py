@@ -31,9 +31,8 @@ from dataclasses import dataclass, field
 import torch
 
 from klvae.errors import KlvaeError
-from klvae.evaluation.likelihood import SPLITS, plan_batches, split_with_labels
+from klvae.evaluation.likelihood import SPLITS, batched_terms, split_with_labels
 from klvae.models.conditional import condition_of
-from klvae.objectives import elbo, iwae_bound
 
 SCORES = {
     "elbo": "-ELBO(x), nats",
@@ -61,25 +60,12 @@ def score_model(model, x: torch.Tensor, iwae_k: int = 100, batch_size: int | Non
     """Every score of x: (N, *event) -> {name: (N,) float64 nats}, higher = more anomalous.
 
     ``typicality`` only when ``reference_nll`` (H, the mean IWAE NLL of the training data) is given.
-    Batches and random draws are those of ``evaluate_model(model, x, iwae_k, batch_size, seed)``.
+    Batches and random draws are those of ``evaluate_model`` (both read x through ``batched_terms``).
     ``condition``: the labels (N,) of x for a conditional model (scores of log p(x|y))."""
-    if iwae_k < 1:
-        raise KlvaeError(f"iwae_k must be a positive integer; got {iwae_k}")
-    if batch_size is not None and batch_size < 1:
-        raise KlvaeError(f"batch_size must be a positive integer; got {batch_size}")
-    model.eval()
-    device = next(model.parameters()).device
-    batch, chunk = plan_batches(len(x), math.prod(x.shape[1:]), iwae_k, batch_size)
     parts: dict[str, list[torch.Tensor]] = {"elbo": [], "kl": [], "recon": [], "iwae": []}
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        for start in range(0, len(x), batch):
-            xb = x[start:start + batch].to(device)
-            yb = condition[start:start + batch].to(device) if condition is not None else None
-            terms = elbo(model, xb, condition=yb)
-            log_px = iwae_bound(model, xb, iwae_k, chunk, condition=yb)  # (B,)
-            for name, value in (("elbo", -terms.elbo), ("kl", terms.kl), ("recon", -terms.recon), ("iwae", -log_px)):
-                parts[name].append(value.double().cpu())
+    for terms, log_px in batched_terms(model, x, iwae_k, batch_size, seed, condition):
+        for name, value in (("elbo", -terms.elbo), ("kl", terms.kl), ("recon", -terms.recon), ("iwae", -log_px)):
+            parts[name].append(value.double().cpu())
     scores = {name: torch.cat(p) for name, p in parts.items()}
     if not all(torch.isfinite(s).all() for s in scores.values()):
         raise KlvaeError("scoring produced NaN/Inf; the model or the data hold non-finite values, retrain or check the data")

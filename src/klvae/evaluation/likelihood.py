@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -12,7 +13,7 @@ from klvae.diagnostics import active_units, off_fraction
 from klvae.evaluation.directional import angle_recovery
 from klvae.errors import KlvaeError
 from klvae.models.conditional import condition_of
-from klvae.objectives import elbo, iwae_bound
+from klvae.objectives import ElboTerms, elbo, iwae_bound
 from klvae.run import atomic_write, load, load_config
 
 SPLITS = ("train", "val", "test")
@@ -27,13 +28,12 @@ def plan_batches(n_points: int, event_size: int, k: int, batch_size: int | None 
     return batch, chunk
 
 
-@torch.no_grad()
-def evaluate_model(model, x: torch.Tensor, iwae_k: int = 1000, batch_size: int | None = None,
-                   seed: int = 0, condition: torch.Tensor | None = None) -> dict:
-    """ELBO, reconstruction, KL (nats per data point), IWAE NLL estimate -log p(x) with ``iwae_k``
-    importance samples (positive, nats per data point), and active units, for x: (N, *event).
-    ``elbo_se`` and ``nll_iwae_se`` are the standard errors of the two means over data points.
-    ``condition``: the labels (N,) of x for a conditional model; the bounds are then on log p(x|y)."""
+def batched_terms(model, x: torch.Tensor, iwae_k: int, batch_size: int | None = None, seed: int = 0,
+                  condition: torch.Tensor | None = None) -> Iterator[tuple[ElboTerms, torch.Tensor]]:
+    """(ELBO terms, IWAE bound log p(x) >= ..., (B,)) of x: (N, *event) batch by batch, in eval
+    mode, with draws reproducible from ``seed`` and torch's global random state left untouched.
+    Evaluation and anomaly scores both read x this way, so their figures agree draw for draw.
+    ``condition``: the labels (N,) of x for a conditional model (bounds on log p(x|y))."""
     if iwae_k < 1:
         raise KlvaeError(f"iwae_k must be a positive integer; got {iwae_k}")
     if batch_size is not None and batch_size < 1:
@@ -41,24 +41,32 @@ def evaluate_model(model, x: torch.Tensor, iwae_k: int = 1000, batch_size: int |
     model.eval()
     device = next(model.parameters()).device
     batch, chunk = plan_batches(len(x), math.prod(x.shape[1:]), iwae_k, batch_size)
-    sums = torch.zeros(6, dtype=torch.float64)  # elbo, recon, kl, log p(x), elbo^2, log p(x)^2
-    per_dim, locs, off = None, [], []
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for start in range(0, len(x), batch):
             xb = x[start:start + batch].to(device)
             yb = condition[start:start + batch].to(device) if condition is not None else None
-            terms = elbo(model, xb, condition=yb)
-            log_px = iwae_bound(model, xb, iwae_k, chunk, condition=yb)
-            e, lp = terms.elbo.double(), log_px.double()
-            sums += torch.stack([e.sum(), terms.recon.double().sum(), terms.kl.double().sum(), lp.sum(),
-                                 (e**2).sum(), (lp**2).sum()]).cpu()
-            if terms.kl_per_dim is not None:
-                part = terms.kl_per_dim.sum(0).double().cpu()
-                per_dim = part if per_dim is None else per_dim + part
-            locs.append(terms.q.mean.cpu())
-            if (part := off_fraction(terms.q)) is not None:
-                off.append(part.cpu())
+            yield elbo(model, xb, condition=yb), iwae_bound(model, xb, iwae_k, chunk, condition=yb)
+
+
+def evaluate_model(model, x: torch.Tensor, iwae_k: int = 1000, batch_size: int | None = None,
+                   seed: int = 0, condition: torch.Tensor | None = None) -> dict:
+    """ELBO, reconstruction, KL (nats per data point), IWAE NLL estimate -log p(x) with ``iwae_k``
+    importance samples (positive, nats per data point), and active units, for x: (N, *event).
+    ``elbo_se`` and ``nll_iwae_se`` are the standard errors of the two means over data points.
+    ``condition``: the labels (N,) of x for a conditional model; the bounds are then on log p(x|y)."""
+    sums = torch.zeros(6, dtype=torch.float64)  # elbo, recon, kl, log p(x), elbo^2, log p(x)^2
+    per_dim, locs, off = None, [], []
+    for terms, log_px in batched_terms(model, x, iwae_k, batch_size, seed, condition):
+        e, lp = terms.elbo.double(), log_px.double()
+        sums += torch.stack([e.sum(), terms.recon.double().sum(), terms.kl.double().sum(), lp.sum(),
+                             (e**2).sum(), (lp**2).sum()]).cpu()
+        if terms.kl_per_dim is not None:
+            part = terms.kl_per_dim.sum(0).double().cpu()
+            per_dim = part if per_dim is None else per_dim + part
+        locs.append(terms.q.mean.cpu())
+        if (part := off_fraction(terms.q)) is not None:
+            off.append(part.cpu())
     if not torch.isfinite(sums).all():
         raise KlvaeError("evaluation produced NaN/Inf; the model or the data hold non-finite values, retrain or check the data")
     n = len(x)
