@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from dataclasses import fields
@@ -412,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"klvae: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`klvae models | head`): nothing left to say
+        sys.stdout = open(os.devnull, "w")
     return 0
 
 
