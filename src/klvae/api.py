@@ -117,7 +117,7 @@ def fit(config: TrainConfig | dict[str, Any] | str | Path, overwrite: bool = Fal
     if spec.prior == "vamp" and not config.resume:
         model.learned_prior.init_from(data.train[: spec.prior_components])
     task = VAETask(model, config, train_batch=data.train_batch, dataset_size=len(data.train))
-    callbacks = [RunDirectory(run_dir, spec, config.resume, config),
+    callbacks = [RunDirectory(run_dir, spec, config),
                  Pictures(run_dir, data.test, config.seed, data.test_labels if conditioned else None),
                  *(callbacks or [])]
     trainer = build_trainer(config, run_dir, callbacks)

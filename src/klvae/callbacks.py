@@ -17,10 +17,10 @@ class RunDirectory(L.Callback):
     """Keeps metrics.csv (one row per epoch), steps.csv (one row per optimisation step), the
     TensorBoard logs and model.safetensors (best validation ELBO) current."""
 
-    def __init__(self, run_dir: Path, spec, resume: bool, config):
+    def __init__(self, run_dir: Path, spec, config):
         self.run_dir, self.spec = run_dir, spec
-        self.rows = read_metrics(run_dir) if resume else []
-        self.steps = read_metrics(run_dir, STEPS) if resume else []
+        self.rows = read_metrics(run_dir) if config.resume else []
+        self.steps = read_metrics(run_dir, STEPS) if config.resume else []
         self.column = objective_column(config)
         finite = [r[self.column] for r in self.rows if math.isfinite(r.get(self.column, math.nan))]
         self.best = max(finite, default=-math.inf)

@@ -20,8 +20,9 @@ EUCLIDEAN_LATENTS = ("gaussian", "spike-slab")  # latents in R^D, where a Gaussi
 
 
 def given(condition: torch.Tensor | None) -> dict:
-    """The keyword arguments passing ``condition`` to a model, as klvae.models.conditional.given
-    (not imported from there: klvae.latents imports this module while klvae.models loads)."""
+    """Keyword arguments passing ``condition`` to a model, none when there is none: models that
+    take no condition keep their plain signatures. Defined here, where klvae.models.conditional
+    takes it from (klvae.latents imports this module while klvae.models loads)."""
     return {} if condition is None else {"condition": condition}
 
 

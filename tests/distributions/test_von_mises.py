@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 from scipy import integrate, special, stats
@@ -196,10 +195,8 @@ def random_von_mises(shape: tuple, dtype=F64) -> VonMises:
     return VonMises(loc, kappa)
 
 
-@pytest.mark.parametrize("shape", [(), (4,), (2, 3)])
-def test_kl_von_mises_von_mises_matches_quadrature_and_monte_carlo(shape):
-    torch.manual_seed(7)
-    q, p = random_von_mises(shape), random_von_mises(shape)
+def assert_kl_matches_quadrature_and_monte_carlo(q, p, shape) -> None:
+    """KL(q || p) has the batch shape, equals quadrature to 1e-9 and a 1e5-sample mean within N_SIGMA SEs."""
     kl = kl_divergence(q, p)
     assert kl.shape == shape
     assert torch.allclose(kl, quadrature_kl(q, p), rtol=1e-9, atol=1e-10)
@@ -210,17 +207,18 @@ def test_kl_von_mises_von_mises_matches_quadrature_and_monte_carlo(shape):
 
 
 @pytest.mark.parametrize("shape", [(), (4,), (2, 3)])
+def test_kl_von_mises_von_mises_matches_quadrature_and_monte_carlo(shape):
+    torch.manual_seed(7)
+    q, p = random_von_mises(shape), random_von_mises(shape)
+    assert_kl_matches_quadrature_and_monte_carlo(q, p, shape)
+
+
+@pytest.mark.parametrize("shape", [(), (4,), (2, 3)])
 def test_kl_von_mises_uniform_matches_quadrature_and_monte_carlo(shape):
     torch.manual_seed(8)
     q = random_von_mises(shape)
     uniform = CircularUniform(shape, dtype=F64)
-    kl = kl_divergence(q, uniform)
-    assert kl.shape == shape
-    assert torch.allclose(kl, quadrature_kl(q, uniform), rtol=1e-9, atol=1e-10)
-    theta = q.rsample((100000,))
-    diff = q.log_prob(theta) - uniform.log_prob(theta)
-    se = diff.std(0) / math.sqrt(diff.shape[0])
-    assert ((diff.mean(0) - kl).abs() <= N_SIGMA * se + 1e-9).all()
+    assert_kl_matches_quadrature_and_monte_carlo(q, uniform, shape)
 
 
 def test_kl_of_equal_distributions_is_zero_and_broadcasts_with_the_prior_batch():

@@ -21,6 +21,7 @@ from torch.distributions import Distribution
 
 from klvae.distributions import diagonal_normal, scale_from_raw
 from klvae.errors import KlvaeError
+from klvae.generation import given  # noqa: F401  (re-exported: the models' home of it)
 from klvae.nets import ConvEncoder, mlp
 
 CONDITIONS = {
@@ -64,12 +65,6 @@ def condition_of(model, labels: torch.Tensor | None) -> torch.Tensor | None:
         raise KlvaeError("this run is a conditional model (condition label) and needs the class labels of the data; "
                          "give it labelled data of the classes it was trained on")
     return labels
-
-
-def given(condition: torch.Tensor | None) -> dict:
-    """Keyword arguments passing ``condition`` to a model, none when there is none: models that
-    take no condition keep their plain signatures."""
-    return {} if condition is None else {"condition": condition}
 
 
 def one_hot(condition: torch.Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
