@@ -19,6 +19,7 @@ demo: $(STAMP)
 	@echo "the demo's report (curves, KL per dimension, collapse verdict, pictures): open $(DEMO)/report.html"
 
 test: $(STAMP)
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q
 
 # BENCH_PYTHON: an environment that also has pythae (see benchmarks/README.md) to compare with it

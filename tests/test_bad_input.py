@@ -309,14 +309,14 @@ def test_absurd_learning_rate_never_yields_nan_metrics_with_success(tmp_path):
 
 
 def test_repeated_nan_losses_stop_training_with_a_message_naming_the_step(tmp_path, monkeypatch):
-    from klvae import training
+    from klvae import objectives
 
-    original = training.elbo
+    original = objectives.elbo
 
     def poisoned(*args, **kwargs):  # every step's loss becomes NaN
         terms = original(*args, **kwargs)
         return dataclasses.replace(terms, recon=terms.recon + float("nan"))
 
-    monkeypatch.setattr(training, "elbo", poisoned)
+    monkeypatch.setattr(objectives, "elbo", poisoned)
     result = cli("train", "--out", tmp_path / "run", "--max-bad-steps", "3", *SHORT)
     assert_user_error(result, "NaN/Inf for 3 steps in a row", "step", "epoch 0", "--lr")

@@ -15,10 +15,9 @@ import yaml
 from torch.distributions import Distribution, kl_divergence
 
 import klvae
-from helpers import QUICK, cli, metrics_table, read_png
+from helpers import QUICK, assert_user_error, cli, metrics_table, read_png
 from klvae.data import list_datasets
 from klvae.evaluation.likelihood import split_data
-from klvae.models import MODELS
 from klvae.report.html import FIGURES, PICTURES
 from klvae.run import load_config
 
@@ -235,15 +234,16 @@ def test_datasets_prints_one_line_per_registered_dataset():
     assert first_words[: len(names)] == names
 
 
-def test_models_prints_one_line_per_model_latent_family_and_prior():
-    from klvae.latents import LATENTS, PRIORS
+def test_models_prints_one_line_per_registered_component():
+    from klvae.plugins import REGISTRIES
 
     result = cli("models")
     assert result.rc == 0
     lines = result.out.strip().splitlines()
-    expected = list(MODELS) + [f"--latent {n}" for n in LATENTS] + [f"--prior {n}" for n in PRIORS]
-    assert [" ".join(line.split()[:2]) if line.startswith("--") else line.split()[0] for line in lines] == expected
-    assert "vae" in MODELS
+    expected = [f"{r.option} {name}" for r in REGISTRIES.values() if r.option != "--data" for name in r]
+    assert [" ".join(line.split()[:2]) for line in lines] == expected
+    assert all(len(line.split()) > 2 for line in lines)  # each with its description
+    assert "--model vae" in expected and "--latent vmf" in expected and "--kl-schedule cyclical" in expected
 
 
 # --- Python API ----------------------------------------------------------------------------
@@ -330,3 +330,39 @@ def test_resume_of_a_finished_run_keeps_its_epochs(resumed, tmp_path):
     assert result.rc == 0, result.err
     _, rows = metrics_table(run)
     assert [int(float(r["epoch"])) for r in rows] == [1, 2, 3, 4]
+
+
+def test_every_option_of_every_command_says_what_it_does_and_lists_its_choices():
+    from klvae.cli import build_parser
+    from klvae.plugins import REGISTRIES
+
+    commands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    for name, command in commands.items():
+        for action in command._actions:
+            if action.dest == "help":
+                continue
+            assert action.help, f"{name} {action.option_strings or action.dest} has no help"
+            for choice in action.choices or ():
+                assert choice in action.help, f"{name} {action.option_strings}: {choice} not listed"
+    text = " ".join(cli("train", "--help").out.split())
+    for registry in (r for r in REGISTRIES.values() if r.option != "--from"):  # samplers: `klvae sample --help`
+        for entry in registry.entries():  # data sets by name; `klvae datasets` describes them
+            assert entry.name in text
+            assert registry.option == "--data" or entry.description.split(";")[0][:30] in text
+
+
+def test_an_unknown_name_or_key_gets_the_closest_choice_in_one_line(tmp_path):
+    result = cli("train", "--latent", "vfm", "--out", tmp_path / "r")
+    assert_user_error(result, "latent")
+    assert "did you mean 'vmf'?" in result.err
+    (tmp_path / "c.yaml").write_text("latnt_dim: 3\n")
+    result = cli("train", "--config", tmp_path / "c.yaml", "--out", tmp_path / "r")
+    assert_user_error(result, "latnt_dim")
+    assert "did you mean 'latent_dim'?" in result.err
+
+
+def test_a_model_too_large_to_allocate_is_one_line_naming_its_size(tmp_path):
+    result = cli("train", "--data", "digits", "--latent-dim", "100000000", "--out", tmp_path / "r", "--no-progress")
+    assert_user_error(result, "latent-dim")
+    assert "too large to allocate" in result.err and "GB" in result.err
+    assert not (tmp_path / "r" / "model.safetensors").exists()

@@ -7,7 +7,7 @@ import torch
 from torch.distributions import Independent, MultivariateNormal, Normal
 
 import klvae
-from klvae.diagnostics import CollapseWarning, active_units, collapse_verdict, mutual_information
+from klvae.diagnostics import CollapseWarning, active_units, collapse_verdict, mutual_information, pairwise_log_prob
 from klvae.run import read_metrics
 from helpers import cli
 
@@ -53,6 +53,15 @@ def test_mutual_information_is_zero_when_the_posterior_ignores_x():
     model = LinearGaussian(torch.zeros(4, 2), 1.0)
     mi, agg_kl = mutual_information(model, model.data(2000))
     assert abs(mi) < 1e-9 and abs(agg_kl) < 0.02
+
+
+def test_the_pairwise_density_of_a_diagonal_gaussian_matches_its_broadcast_log_prob():
+    torch.manual_seed(0)
+    q = Independent(Normal(3 * torch.randn(300, 5), 0.01 + torch.rand(300, 5)), 1)
+    z = q.sample()[:40]
+    fast, broadcast = pairwise_log_prob(q, z), q.log_prob(z.unsqueeze(1))  # (40, 300) each
+    assert fast.shape == broadcast.shape == (40, 300)
+    torch.testing.assert_close(fast, broadcast, rtol=1e-5, atol=1e-3)
 
 
 def test_active_units_count_the_dimensions_built_to_vary():

@@ -68,5 +68,5 @@ def test_every_shipped_recipe_is_a_valid_config():
         config = TrainConfig.from_yaml(path)
         if path.name.startswith("burda-1layer-"):  # Burda et al.'s 1-layer setting, as its comment says
             kind, k = path.stem.split("-")[2:]
-            assert config.objective == ("iwae" if kind == "iwae" else "elbo") and config.k == int(k[1:])
+            assert config.objective.name == ("iwae" if kind == "iwae" else "elbo") and config.k == int(k[1:])
             assert (config.hidden, config.latent_dim, config.batch_size, config.epochs) == ([200, 200], 50, 20, 3280)

@@ -7,12 +7,14 @@ from types import SimpleNamespace
 import torch
 
 from klvae.evaluation.directional import angle_recovery, candidate_angles
+from klvae.latents import latent_family
 
 
 def latent_model(latent: str) -> SimpleNamespace:
-    """A stand-in whose posterior point is the input itself: x are the latent points."""
-    return SimpleNamespace(spec=SimpleNamespace(latent=latent), family=SimpleNamespace(point=lambda q: q),
-                           encode=lambda x: x)
+    """A stand-in whose posterior point is the input itself: x are the latent points, read as the
+    registered family ``latent`` reads them."""
+    family = latent_family(latent)(3)
+    return SimpleNamespace(family=SimpleNamespace(point=lambda q: q, angles=family.angles), encode=lambda x: x)
 
 
 def test_a_latent_holding_absolute_headings_recovers_the_relative_joint_angle():

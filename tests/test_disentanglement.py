@@ -19,7 +19,8 @@ from scipy.stats import special_ortho_group
 from klvae.data.dsprites import FactorData
 from klvae.errors import KlvaeError
 from klvae.evaluation import disentanglement as dis
-from klvae.models.vae import VAE, ModelSpec
+from klvae.models.vae import VAE
+from klvae.models import ModelSpec
 
 SIZES = (3, 6, 10, 16, 16)
 NOISE = 0.02  # code noise, against class steps of 3 / 16 = 0.19 or more

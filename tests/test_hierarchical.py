@@ -216,13 +216,13 @@ def test_the_layer_sizes_of_a_spec_are_checked_by_the_model():
 def test_burda_two_layer_recipes_build_the_papers_architecture(name):
     config = TrainConfig.from_yaml(CONFIGS / f"{name}.yaml")
     kind, k = name.split("-")[2:]
-    assert config.objective == ("iwae" if kind == "iwae" else "elbo") and config.k == int(k[1:])
-    assert (config.model, config.latent_dims, config.latent_dim, config.hidden, config.activation) == (
+    assert config.objective.name == ("iwae" if kind == "iwae" else "elbo") and config.k == int(k[1:])
+    assert (config.model.name, config.latent_dims, config.latent_dim, config.hidden, config.activation) == (
         "hvae", [100, 50], 150, [200, 200], "tanh")
     assert config.residual
     assert (config.batch_size, config.epochs, config.lr_schedule, config.adam_eps) == (20, 3280, "iwae-stages", 1e-4)
     model = build_model(ModelSpec(event_shape=[1, 28, 28], hidden=config.hidden, activation=config.activation,
-                                  model=config.model, latent_dims=config.latent_dims))
+                                  model=config.model.name, net=config.net, latent_dims=config.latent_dims))
     linear = lambda module: [(m.in_features, m.out_features) for m in module.modules()  # noqa: E731
                              if isinstance(m, torch.nn.Linear)]
     assert linear(model.encoder) + linear(model.evidence[0]) == [(784, 200), (200, 200), (200, 200)]

@@ -16,7 +16,8 @@ from torch.distributions import Independent, MixtureSameFamily, Normal
 from klvae import KlvaeError, kl
 from klvae.distributions import diagonal_normal
 from klvae.kl import mc_kl
-from klvae.models.vae import VAE, ModelSpec
+from klvae.models.vae import VAE
+from klvae.models import ModelSpec
 from klvae.priors import MixturePrior, VampPrior
 
 F64 = torch.float64

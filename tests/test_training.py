@@ -9,9 +9,10 @@ import pytest
 import torch
 
 import klvae
-import klvae.training as training
 from klvae import KlvaeError
+from klvae.objectives import OBJECTIVES
 from klvae.run import read_metrics
+from klvae.step_guard import NonFiniteGuard, guarded_step
 from klvae.training import IndexedTensor, loader
 
 
@@ -29,34 +30,59 @@ def test_loader_serves_whole_batches_by_one_indexing_op_and_reshuffles(monkeypat
     assert torch.equal(torch.cat(list(loader(x, 100, shuffle=False))), x)
 
 
-def test_non_finite_steps_are_skipped_and_counted(tmp_path, monkeypatch):
-    real_elbo, seen = training.elbo, []
+@pytest.fixture
+def poison():
+    """poison(bad_steps): the registered elbo objective's training loss becomes NaN at the steps
+    ``bad_steps`` (at every step when None); the entry is restored after the test."""
+    entry = OBJECTIVES["elbo"]
 
-    def sometimes_nan(model, x, *args):
-        terms = real_elbo(model, x, *args)
-        seen.append(1)
-        if len(seen) in (3, 4):  # two training steps of the first epoch
-            terms.recon = terms.recon * float("nan")
-        return terms
+    def replace(bad_steps=None):
+        def poisoned(ctx, model, x, condition, step):
+            out = entry.builder(ctx, model, x, condition, step)
+            if model.training and (bad_steps is None or step in bad_steps):
+                out.loss = out.loss * float("nan")
+            return out
 
-    monkeypatch.setattr(training, "elbo", sometimes_nan)
+        OBJECTIVES.register("elbo", entry.description, poisoned, replace=True, **entry.capabilities)
+
+    yield replace
+    OBJECTIVES.register("elbo", entry.description, entry.builder, replace=True, **entry.capabilities)
+
+
+def test_non_finite_steps_are_skipped_and_counted(tmp_path, poison):
+    poison(bad_steps={2, 3})
     run = klvae.fit({"data": "digits", "epochs": 2, "progress": False, "out": str(tmp_path)})
     rows = read_metrics(run)
     assert [r["skipped_steps"] for r in rows] == [2, 2]
+    assert [r["step"] for r in rows] == [14, 28]  # a skipped step still counts as a step (as under AMP)
     assert all(torch.isfinite(torch.tensor([r["train_elbo"], r["val_elbo"]])).all() for r in rows)
+    steps = [s["step"] for s in read_metrics(run, "steps.csv")]
+    assert steps == [s for s in range(28) if s not in (2, 3)]  # skipped steps have no row
 
 
-def test_repeated_non_finite_steps_stop_the_run_naming_the_step(tmp_path, monkeypatch):
-    real_elbo = training.elbo
-
-    def always_nan(model, x, *args):
-        terms = real_elbo(model, x, *args)
-        terms.kl = terms.kl * float("inf") * 0
-        return terms
-
-    monkeypatch.setattr(training, "elbo", always_nan)
-    with pytest.raises(KlvaeError, match=r"NaN/Inf for 3 steps in a row \(last at step 0, epoch 0\)"):
+def test_repeated_non_finite_steps_stop_the_run_naming_the_step(tmp_path, poison):
+    poison()
+    with pytest.raises(KlvaeError, match=r"NaN/Inf for 3 steps in a row \(last at step 2, epoch 0\)"):
         klvae.fit({"data": "digits", "epochs": 2, "max_bad_steps": 3, "progress": False, "out": str(tmp_path)})
+
+
+def test_a_skipped_step_leaves_the_weights_and_adams_state_alone():
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(net.parameters(), lr=0.1, fused=True)
+    guard = NonFiniteGuard(max_bad_steps=2)
+    for step, scale in enumerate([1.0, float("nan"), 1.0]):
+        before = [p.detach().clone() for p in net.parameters()]
+        opt.zero_grad()
+        loss = net(torch.ones(4, 3)).sum() * scale
+        loss.backward()
+        bad = guard.judge(loss, net.parameters(), step)
+        guarded_step(opt, bad)
+        moved = [not torch.equal(b, p) for b, p in zip(before, net.parameters())]
+        assert all(moved) != bool(bad)
+    assert [int(s["step"]) for s in opt.state.values()] == [2, 2]  # Adam counted the two real steps
+    assert guard.state_dict() == {"skipped_steps": 1, "bad_in_a_row": 0}
+    guard.stop_if_tripped(2, 0)  # one bad step: no stop
 
 
 def test_early_stopping_ends_a_run_whose_validation_elbo_stops_improving(tmp_path):

@@ -21,31 +21,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.distributions import Distribution, constraints
 
-from klvae.errors import KlvaeError
-
-DECODERS = {
-    "factorised": "pixels independent given z (MLP or conv body)",
-    "autoregressive": "a GRU over image rows, Bernoulli pixels given z and the rows above (binary images)",
-}
-
-
-def check_decoder(decoder: str, likelihood: str, event_shape) -> None:
-    """The decoder must fit the likelihood and the data shape; a one-line KlvaeError naming the fix."""
-    if decoder not in DECODERS:
-        raise KlvaeError(f"decoder must be one of {', '.join(DECODERS)}; got {decoder!r}")
-    if decoder == "factorised":
-        return
-    if likelihood != "bernoulli":
-        raise KlvaeError(
-            f"decoder 'autoregressive' needs the bernoulli likelihood (binary or binarised pixels); got likelihood "
-            f"{likelihood!r}; use --likelihood bernoulli with data in [0, 1], or --decoder factorised"
-        )
-    if len(event_shape) != 3:
-        raise KlvaeError(
-            f"decoder 'autoregressive' needs images of shape (C, H, W); got data of shape {tuple(event_shape)}; "
-            "use --decoder factorised"
-        )
-
 
 class RowGRUDecoder(nn.Module):
     """z: (*S, D) -> RowAutoregressive with batch_shape (*S) over (C, H, W) images.

@@ -1,33 +1,92 @@
-"""Lightning callbacks that keep the run directory current: metrics, best weights, pictures."""
+"""Lightning callbacks that keep the run directory current: metrics, steps, TensorBoard, best
+weights, pictures."""
 from __future__ import annotations
 
+import csv
+import io
 import math
+import os
 from pathlib import Path
 
 import lightning as L
 import torch
 
 from klvae.generation import interpolate, reconstruct, sample
+from klvae.objectives import objective_column
 from klvae.report.plots import drawable, save_curves, save_grid
-from klvae.run import STEPS, read_metrics, save_model, write_metrics
-from klvae.training import objective_column
+from klvae.run import STEPS, atomic_write, read_metrics, save_model, write_metrics
+
+STEP_VALUES = ("loss", "recon", "kl")  # the columns of a step record after its number and KL weight
+
+
+class StepsFile:
+    """steps.csv, one row per optimisation step, grown by appending each epoch's rows (flushed and
+    fsynced) rather than rewritten. A resumed run truncates it to the size it had when its
+    checkpoint was written, which also drops a row half-written by a killed process."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.columns: list[str] = []
+
+    def start(self, columns: list[str]) -> None:
+        """A new file holding the header alone."""
+        self.columns = list(columns)
+        atomic_write(self.path, ",".join(self.columns) + "\r\n")
+
+    def resume(self, size: int | None, before_step: int, columns: list[str]) -> None:
+        """Keep the first ``size`` bytes (the checkpoint's), or without a size (a checkpoint that
+        predates it) the rows of steps before ``before_step``; a missing file starts anew."""
+        if not self.path.is_file():
+            return self.start(columns)
+        with self.path.open(newline="") as fh:
+            self.columns = next(csv.reader(fh), None) or list(columns)
+        if size is not None:
+            if self.path.stat().st_size > size:
+                os.truncate(self.path, size)
+            return None
+        rows = [r for r in read_metrics(self.path.parent, self.path.name) if r["step"] < before_step]
+        write_metrics(self.path.parent, rows, self.path.name)
+        return None
+
+    def append(self, rows: list[list]) -> int:
+        """Append ``rows`` (in :attr:`columns` order) durably; the file's new size in bytes."""
+        buf = io.StringIO()
+        csv.writer(buf).writerows(rows)
+        with self.path.open("a", newline="") as fh:
+            fh.write(buf.getvalue())
+            fh.flush()
+            os.fsync(fh.fileno())
+            return fh.tell()
 
 
 class RunDirectory(L.Callback):
-    """Keeps metrics.csv (one row per epoch), steps.csv (one row per optimisation step), the
-    TensorBoard logs and model.safetensors (best validation ELBO) current."""
+    """Keeps metrics.csv (one row per epoch, rewritten: it is small), steps.csv (one row per
+    optimisation step, appended), the TensorBoard logs (written once per epoch) and
+    model.safetensors (best value of the objective's validation column) current. What a resumed
+    run needs of it (the best value, steps.csv's size) goes into the checkpoint."""
 
     def __init__(self, run_dir: Path, spec, config):
-        self.run_dir, self.spec = run_dir, spec
+        self.run_dir, self.spec, self.resume = Path(run_dir), spec, config.resume
         self.rows = read_metrics(run_dir) if config.resume else []
-        self.steps = read_metrics(run_dir, STEPS) if config.resume else []
         self.column = objective_column(config)
         finite = [r[self.column] for r in self.rows if math.isfinite(r.get(self.column, math.nan))]
-        self.best = max(finite, default=-math.inf)
+        self.best = max(finite, default=-math.inf)  # a checkpoint's own value replaces it
+        self.steps = StepsFile(self.run_dir / STEPS)
+        self.steps_size: int | None = None
+        self.restored: dict | None = None
 
-    def on_fit_start(self, trainer: L.Trainer, task) -> None:
-        if self.rows:  # a resumed run keeps the free bits that --on-collapse free-bits switched on
-            task.free_bits = max(task.free_bits, self.rows[-1].get("free_bits", 0.0))
+    def on_train_start(self, trainer: L.Trainer, task) -> None:
+        if not trainer.is_global_zero:
+            return
+        columns = ["step", "kl_weight", *(["capacity"] if task.schedule.pulls_to_capacity else []), *STEP_VALUES, "epoch"]
+        if not self.resume:
+            return self.steps.start(columns)
+        state = self.restored or {}
+        self.steps.resume(state.get("steps_size"), trainer.global_step, columns)
+        if "epoch" in state:
+            self.rows = [r for r in self.rows if r["epoch"] <= state["epoch"]]
+            self.best = state["best"]
+        return None
 
     def on_train_epoch_end(self, trainer: L.Trainer, task) -> None:
         last_step = max(trainer.global_step - 1, 0)
@@ -35,35 +94,69 @@ class RunDirectory(L.Callback):
         row = {"epoch": task.current_epoch + 1, "step": trainer.global_step, "beta": task.schedule.weight(last_step),
                **({"capacity": capacity} if capacity is not None else {}), "free_bits": task.free_bits,
                "lr": task.model_optimizer().param_groups[0]["lr"],
-               **task.train_row(), **getattr(task, "val_row", {}), "skipped_steps": task.skipped_steps}
-        task.log("train_elbo", row["train_elbo"], prog_bar=True)
-        steps = [{**s, "epoch": row["epoch"]} for s in task.take_steps()]
-        if trainer.is_global_zero:
-            self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
-            write_metrics(self.run_dir, self.rows)
-            first = steps[0]["step"] if steps else math.inf
-            self.steps = [s for s in self.steps if s["step"] < first] + steps
-            write_metrics(self.run_dir, self.steps, STEPS)
-            log_tensorboard(trainer, row, steps)
-            val = row.get(self.column, math.nan)
-            if math.isfinite(val) and val > self.best:
-                self.best = val
-                save_model(self.run_dir, task.model, self.spec)
+               **task.train_row(), **task.val_row, "skipped_steps": task.skipped_steps()}
+        if "train_elbo" in row:
+            task.log("train_elbo", row["train_elbo"], prog_bar=True)
+        records = task.take_steps()
+        if not trainer.is_global_zero:
+            return
+        self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
+        write_metrics(self.run_dir, self.rows)
+        steps = self.step_rows(task, records, row["epoch"])
+        self.steps_size = self.steps.append(steps)
+        log_tensorboard(trainer, row, self.steps.columns, steps)
+        val = row.get(self.column, math.nan)
+        if math.isfinite(val) and val > self.best:
+            self.best = val
+            save_model(self.run_dir, task.model, self.spec)
+
+    def step_rows(self, task, records, epoch: int) -> list[list]:
+        """steps.csv's rows of the epoch's steps that were taken (skipped ones have none)."""
+        values = records.values.tolist()
+        rows = []
+        for step, (loss, recon, kl, skipped) in zip(records.steps, values):
+            if skipped:
+                continue
+            cells = {"step": step, "kl_weight": task.schedule.weight(step), "capacity": task.schedule.capacity(step),
+                     "loss": loss, "recon": recon, "kl": kl, "epoch": epoch}
+            rows.append([cells.get(c, "") for c in self.steps.columns])
+        return rows
+
+    def state_dict(self) -> dict:
+        if self.steps_size is None:
+            return {}
+        return {"best": self.best, "steps_size": self.steps_size, "epoch": self.rows[-1]["epoch"] if self.rows else 0}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.restored = dict(state_dict)
 
 
-def log_tensorboard(trainer: L.Trainer, row: dict, steps: list[dict]) -> None:
-    """The epoch's row and every step's KL weight, loss, recon and KL, into TensorBoard."""
+def log_tensorboard(trainer: L.Trainer, row: dict, columns: list[str], steps: list[list]) -> None:
+    """The epoch's row and every step's KL weight, capacity, loss, recon and KL into TensorBoard:
+    one event per step holding all its values, flushed once."""
     if trainer.logger is None:
         return
     writer = trainer.logger.experiment
-    for s in steps:
-        for key in ("kl_weight", "capacity", "loss", "recon", "kl"):
-            if key in s:
-                writer.add_scalar(f"step/{key}", s[key], s["step"])
-    for key, value in row.items():
-        if key not in ("epoch", "step") and isinstance(value, (int, float)) and math.isfinite(value):
-            writer.add_scalar(f"epoch/{key}", value, row["epoch"])
+    keys = [(i, c) for i, c in enumerate(columns) if c not in ("step", "epoch")]
+    step_at = columns.index("step")
+    for cells in steps:
+        add_scalars(writer, {f"step/{c}": cells[i] for i, c in keys if cells[i] not in ("", None)}, cells[step_at])
+    add_scalars(writer, {f"epoch/{k}": v for k, v in row.items() if k not in ("epoch", "step")
+                         and isinstance(v, (int, float)) and math.isfinite(v)}, row["epoch"])
     writer.flush()
+
+
+def add_scalars(writer, values: dict[str, float], step: int) -> None:
+    """Several scalars of one step as one TensorBoard event (tensorboardX), else one call each."""
+    file_writer = getattr(writer, "_get_file_writer", None)
+    if file_writer is None:
+        for tag, value in values.items():
+            writer.add_scalar(tag, value, step)
+        return
+    from tensorboardX.proto.summary_pb2 import Summary
+
+    summary = Summary(value=[Summary.Value(tag=tag, simple_value=float(v)) for tag, v in values.items()])
+    file_writer().add_summary(summary, step)
 
 
 class Pictures(L.Callback):

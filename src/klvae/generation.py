@@ -14,16 +14,16 @@ import torch
 from torch.distributions import Categorical, Distribution, MixtureSameFamily, MultivariateNormal
 
 from klvae.errors import KlvaeError
+from klvae.models.conditional import given, one_hot
+from klvae.paths import lerp, slerp  # noqa: F401  (re-exported)
+from klvae.registry import Registry
+
+# Where ``sample`` draws z from (``--from``): an entry's builder is (model, x, labels, components, seed) ->
+# a distribution over z, or None for the model's own prior; capability ``needs_data``: it is fitted to
+# the training set's codes (x: (N, *event), labels: (N,) or None).
+SAMPLERS = Registry("sampler", "--from")
 
 AGGREGATE_COMPONENTS = 10  # Gaussians of the aggregated-posterior mixture (pythae's GMM sampler uses 10)
-EUCLIDEAN_LATENTS = ("gaussian", "spike-slab")  # latents in R^D, where a Gaussian mixture fits the posterior means
-
-
-def given(condition: torch.Tensor | None) -> dict:
-    """Keyword arguments passing ``condition`` to a model, none when there is none: models that
-    take no condition keep their plain signatures. Defined here, where klvae.models.conditional
-    takes it from (klvae.latents imports this module while klvae.models loads)."""
-    return {} if condition is None else {"condition": condition}
 
 
 @torch.no_grad()
@@ -78,13 +78,13 @@ def aggregate_posterior(model, x: torch.Tensor, condition: torch.Tensor | None =
     von-mises) have no such mixture here: KlvaeError."""
     from sklearn.mixture import GaussianMixture
 
-    latent = model.spec.latent
-    if getattr(model.spec, "model", "vae") == "vqvae":
-        raise KlvaeError("aggregate sampling fits a Gaussian mixture to continuous posterior means, and model vqvae "
+    geometry = model.family.geometry
+    if geometry == "discrete":
+        raise KlvaeError("aggregate sampling fits a Gaussian mixture to continuous posterior means, and this model "
                          "has discrete codes; sample from its prior instead (--from prior)")
-    if latent not in EUCLIDEAN_LATENTS:
-        raise KlvaeError(f"aggregate sampling fits a Gaussian mixture in R^D, and latent {latent!r} lives on a sphere "
-                         f"or torus; sample from the prior instead (--from prior), or train with --latent gaussian")
+    if geometry != "euclidean":
+        raise KlvaeError(f"aggregate sampling fits a Gaussian mixture in R^D, and latent {model.spec.latent!r} lives on "
+                         f"a {geometry}; sample from the prior instead (--from prior), or train with --latent gaussian")
     if not isinstance(components, int) or components < 1:
         raise KlvaeError(f"components must be a positive integer; got {components!r}")
     if len(x) < max(components, 2):
@@ -104,35 +104,19 @@ def aggregate_posterior(model, x: torch.Tensor, condition: torch.Tensor | None =
                                                 scale_tril=scale_tril.to(**as_model)))
 
 
+SAMPLERS.register("prior", "the model's prior p(z) (p(z|y) for a conditional model)",
+                  lambda model, x, labels, components, seed: None, needs_data=False)
+SAMPLERS.register("aggregate", "a Gaussian mixture fitted to the training set's posterior means (Ghosh et al. 2020)",
+                  lambda model, x, labels, components, seed: aggregate_posterior(model, x, labels, components, seed),
+                  needs_data=True)
+
+
 @torch.no_grad()
 def reconstruct(model, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
     """Decoder means at a representative latent point of q(z|x): x: (N, *event) -> (N, *event);
     ``condition``: the labels (N,) of x for a conditional model."""
     c = given(condition)
     return model.decode(model.family.point(model.encode(x, **c)), **c).mean
-
-
-def lerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Straight line a -> b; a, b: (D,), t: (S,) in [0, 1] -> (S, D)."""
-    t = t[:, None]
-    return (1 - t) * a + t * b
-
-
-def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Spherical interpolation a -> b (great circle on directions, norms interpolated linearly).
-
-    Under a N(0, I) prior, linear paths pass through the low-norm centre that the prior rarely
-    visits; slerp keeps the norm typical. Falls back to lerp when a and b are (anti)parallel.
-    """
-    na, nb = a.norm(), b.norm()
-    cos = torch.clamp((a @ b) / (na * nb).clamp_min(1e-12), -1.0, 1.0)
-    omega = torch.arccos(cos)
-    if omega.abs() < 1e-4 or (torch.pi - omega).abs() < 1e-4:
-        return lerp(a, b, t)
-    t = t[:, None]
-    ua, ub = a / na, b / nb
-    direction = (torch.sin((1 - t) * omega) * ua + torch.sin(t * omega) * ub) / torch.sin(omega)
-    return direction * ((1 - t) * na + t * nb)
 
 
 @torch.no_grad()
@@ -147,8 +131,6 @@ def interpolate(model, xa: torch.Tensor, xb: torch.Tensor, steps: int, spherical
     t = torch.linspace(0, 1, steps, device=za.device)
     path = {}
     if condition is not None:
-        from klvae.models.conditional import one_hot
-
         ya, yb = one_hot(condition.to(za.device), model.num_classes, za.dtype)
         path = given(lerp(ya, yb, t))  # (steps, C) class probabilities
     return model.decode(model.family.path(za, zb, t, spherical), **path).mean
@@ -163,20 +145,11 @@ def traverse(model, x: torch.Tensor, dims: list[int], steps: int = 10, span: flo
     spike-and-slab latent) or over the whole circle (von Mises angles), the others fixed; decoder
     means, (len(dims) * steps, *event), one row per dimension. ``condition``: the class of x for a
     conditional model (every image decoded with it)."""
-    if model.spec.latent in ("vmf", "power-spherical"):
-        raise KlvaeError(f"traversals sweep one latent coordinate at a time; a {model.spec.latent} latent on the "
-                         "sphere has none of its own (use interpolate instead)")
-    if getattr(model.spec, "model", "vae") == "vqvae":
-        raise KlvaeError("traversals sweep continuous latent coordinates, and model vqvae has discrete codes; "
-                         "use sample or interpolate instead")
     if steps < 2:
         raise KlvaeError(f"steps must be at least 2; got {steps}")
+    values = model.family.traversal(steps, span, x.device)  # the family's own range, or its refusal
     y = None if condition is None else torch.as_tensor(condition, device=x.device).reshape(1)
     z = model.family.point(model.encode(x.unsqueeze(0), **given(y)))[0]
-    if model.spec.latent == "von-mises":
-        values = torch.linspace(-torch.pi, torch.pi, steps + 1, device=z.device)[:-1]
-    else:
-        values = torch.linspace(-span, span, steps, device=z.device)
     rows = []
     for d in dims:
         zs = z.repeat(steps, 1)

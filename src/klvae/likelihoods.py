@@ -1,7 +1,12 @@
 """Decoder likelihoods p(x|z): network outputs -> a Distribution over one data point.
 
 Every likelihood declares the data's event dims with ``Independent``, so ``log_prob(x)`` is the
-log-density of a whole data point (nats).
+log-density of a whole data point (nats). A likelihood is an entry of ``LIKELIHOODS``
+(``klvae.register_likelihood``): its builder is (event_shape, model config) -> an ``nn.Module``
+mapping the decoder's output to p(x|z). Capabilities: ``params`` (decoder outputs per data element:
+the decoder's output has ``params`` times the data's channels, or its size for flat data),
+``data_range`` (the (low, high) the data must lie in, or None) and ``auto`` ("binary" or
+"continuous": the data ``--likelihood auto`` picks it for).
 """
 from __future__ import annotations
 
@@ -10,8 +15,10 @@ import torch.nn as nn
 from torch.distributions import Bernoulli, Distribution, Independent, Normal
 
 from klvae.distributions.gaussian import scale_from_raw
+from klvae.errors import KlvaeError
+from klvae.registry import Registry
 
-LIKELIHOODS = ("bernoulli", "gaussian")
+LIKELIHOODS = Registry("likelihood", "--likelihood")
 
 
 class BernoulliLikelihood(nn.Module):
@@ -44,9 +51,37 @@ class GaussianLikelihood(nn.Module):
         return Independent(Normal(loc, scale, validate_args=False), event_ndims, validate_args=False)
 
 
-def make_likelihood(name: str, event_shape: tuple[int, ...], scale: float | None, min_scale: float) -> nn.Module:
-    if name == "bernoulli":
-        return BernoulliLikelihood()
-    if name == "gaussian":
-        return GaussianLikelihood(event_shape, scale, min_scale)
-    raise ValueError(f"unknown likelihood {name!r}")
+LIKELIHOODS.register("bernoulli", "Bernoulli pixels on logits, for binary or binarised data in [0, 1]",
+                     lambda event_shape, config: BernoulliLikelihood(), params=1, data_range=(0.0, 1.0),
+                     auto="binary")
+LIKELIHOODS.register("gaussian", "Gaussian with a learned per-element scale (or --decoder-scale), for real data",
+                     lambda event_shape, config: GaussianLikelihood(tuple(event_shape), config.decoder_scale,
+                                                                    config.min_scale),
+                     params=1, data_range=None, auto="continuous")
+
+
+def make_likelihood(config) -> nn.Module:
+    """The likelihood a model config names (``config.likelihood``, already resolved from auto)."""
+    return LIKELIHOODS.build(config.likelihood, tuple(config.event_shape), config)
+
+
+def output_shape(event_shape, likelihood: str) -> tuple[int, ...]:
+    """The decoder output a likelihood reads for data of ``event_shape``: ``params`` x channels."""
+    params = LIKELIHOODS[likelihood].get("params", 1)
+    return (params * event_shape[0], *event_shape[1:])
+
+
+def resolve_likelihood(requested: str, dataset) -> str:
+    """The likelihood for a dataset: ``auto`` picks the entry made for binary or for continuous
+    data; a likelihood whose data range the data leave is a KlvaeError naming the fix."""
+    if requested == "auto":
+        kind = "binary" if dataset.binary else "continuous"
+        return next(e.name for e in LIKELIHOODS.entries() if e.get("auto") == kind)
+    bounds = LIKELIHOODS[requested].get("data_range")
+    if bounds is not None:
+        lo, hi = float(dataset.train.min()), float(dataset.train.max())
+        if lo < bounds[0] or hi > bounds[1]:
+            other = next(e.name for e in LIKELIHOODS.entries() if e.get("auto") == "continuous")
+            raise KlvaeError(f"likelihood {requested} needs data in [{bounds[0]:g}, {bounds[1]:g}]; {dataset.name} "
+                             f"spans [{lo:g}, {hi:g}]; use --likelihood {other}")
+    return requested

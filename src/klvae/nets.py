@@ -1,23 +1,33 @@
-"""Encoder and decoder bodies: an MLP for flat or small inputs, a small conv net for 28x28 and
-64x64 images. Encoders map x: (B, *event) -> (B, out); decoders z: (B, D) -> (B, *event), except
-the autoregressive one (klvae.autoregressive), which maps z to a distribution over images."""
+"""Network bodies and decoders, each a registry.
+
+``NETS`` (``--net``): encoder and decoder bodies, an MLP for flat or small inputs and a small conv
+net for 28x28 and 64x64 images. An entry's builder is a :class:`NetBody`: ``encoder(event_shape,
+hidden, out, activation)`` maps x: (B, *event) -> (B, out); ``decoder(out_shape, hidden,
+latent_dim, activation)`` maps z: (B, D) -> (B, *out_shape); ``features(event_shape, activation)``
+(optional) gives the encoder's features of x and their width, which a conditional encoder joins to
+the label. Capabilities: ``fits(event_shape) -> bool``, ``auto_rank`` (``--net auto`` takes the
+fitting entry of highest rank; entries without one are never picked automatically).
+
+``DECODERS`` (``--decoder``): how p(x|z) is built from z: ``factorised`` (the body's decoder, then
+the likelihood) or ``autoregressive`` (klvae.autoregressive: the decoder is itself p(x|z)).
+Capabilities: ``distribution`` (the decoder returns p(x|z)), ``likelihoods`` (the likelihoods it
+works with; None: any), ``images`` (needs (C, H, W) data).
+"""
 from __future__ import annotations
 
 import math
 
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 import torch.nn as nn
 
+from klvae.errors import KlvaeError
+from klvae.registry import Registry
+
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU}
 CONV_SIZES = (28, 64)
-
-
-def pick_net(event_shape: tuple[int, ...], requested: str) -> str:
-    """'conv' for (C, H, W) images with H = W in 28 or 64, else 'mlp' (unless requested)."""
-    if requested != "auto":
-        return requested
-    is_image = len(event_shape) == 3 and event_shape[1] == event_shape[2] in CONV_SIZES
-    return "conv" if is_image else "mlp"
 
 
 def mlp(sizes: list[int], activation: str) -> nn.Sequential:
@@ -95,15 +105,96 @@ class ConvDecoder(nn.Module):
         return self.deconv(h)
 
 
+
+
+@dataclass(frozen=True)
+class NetBody:
+    """The builders of one network body (see the module's docstring)."""
+
+    encoder: Callable[..., nn.Module]
+    decoder: Callable[..., nn.Module]
+    features: Callable[..., tuple[nn.Module, int]] | None = None
+
+
+def _mlp_features(event_shape, activation):
+    return nn.Flatten(), math.prod(event_shape)
+
+
+def _conv_features(event_shape, activation):
+    body = ConvEncoder(tuple(event_shape), [1], 1, activation)
+    return body.conv, body.head[0].in_features
+
+
+def _is_conv_image(event_shape) -> bool:
+    return len(event_shape) == 3 and event_shape[1] == event_shape[2] in CONV_SIZES
+
+
+NETS = Registry("network body", "--net")
+NETS.register("mlp", "fully connected layers of widths --hidden, for any data shape",
+              NetBody(MLPEncoder, MLPDecoder, _mlp_features), fits=lambda event_shape: True, auto_rank=0)
+NETS.register("conv", "conv stack for 28x28 and 64x64 images (stride-2 4x4 convolutions), dense layers --hidden",
+              NetBody(ConvEncoder, ConvDecoder, _conv_features), fits=_is_conv_image, auto_rank=1)
+
+DECODERS = Registry("decoder", "--decoder")
+
+
+def _factorised(net, out_shape, hidden, latent_dim, activation):
+    return NETS[net].builder.decoder(tuple(out_shape), hidden, latent_dim, activation)
+
+
+def _row_gru(net, out_shape, hidden, latent_dim, activation):
+    from klvae.autoregressive import RowGRUDecoder
+
+    return RowGRUDecoder(tuple(out_shape), hidden[0], latent_dim)
+
+
+DECODERS.register("factorised", "pixels independent given z (the --net body's decoder, then the likelihood)",
+                  _factorised, distribution=False, likelihoods=None, images=False)
+DECODERS.register("autoregressive", "a GRU over image rows, Bernoulli pixels given z and the rows above "
+                  "(binary images)", _row_gru, distribution=True, likelihoods=("bernoulli",), images=True)
+
+
+def pick_net(event_shape: tuple[int, ...], requested: str) -> str:
+    """The registered body ``requested``, or for "auto" the fitting body of highest ``auto_rank``
+    (conv for (C, H, W) images with H = W in 28 or 64, else mlp)."""
+    if requested != "auto":
+        if requested != "custom":
+            NETS.check(requested)
+        return requested
+    ranked = [e for e in NETS.entries() if e.get("auto_rank") is not None and e.fits(tuple(event_shape))]
+    return max(ranked, key=lambda e: e.auto_rank).name
+
+
 def make_encoder(kind: str, event_shape, hidden, out, activation) -> nn.Module:
-    return (ConvEncoder if kind == "conv" else MLPEncoder)(tuple(event_shape), hidden, out, activation)
+    return NETS[kind].builder.encoder(tuple(event_shape), hidden, out, activation)
 
 
-def make_decoder(kind: str, event_shape, hidden, latent_dim, activation, decoder: str = "factorised") -> nn.Module:
-    """The decoder body; ``decoder="autoregressive"`` gives the row GRU of klvae.autoregressive
-    (whatever ``kind``), of width hidden[0]: the width next to the data, as in the factorised decoders."""
-    if decoder == "autoregressive":
-        from klvae.autoregressive import RowGRUDecoder
+def make_decoder(kind: str, out_shape, hidden, latent_dim, activation, decoder: str = "factorised") -> nn.Module:
+    """The decoder: for ``factorised`` the body ``kind``'s decoder to ``out_shape``; the
+    autoregressive row GRU (klvae.autoregressive) has width hidden[0], the width next to the data."""
+    return DECODERS.build(decoder, kind, out_shape, hidden, latent_dim, activation)
 
-        return RowGRUDecoder(tuple(event_shape), hidden[0], latent_dim)
-    return (ConvDecoder if kind == "conv" else MLPDecoder)(tuple(event_shape), hidden, latent_dim, activation)
+
+def encoder_features(kind: str, event_shape, activation) -> tuple[nn.Module, int]:
+    """The features of x that a conditional encoder joins to the label, and their width."""
+    features = NETS[kind].builder.features
+    if features is None:
+        raise KlvaeError(f"network body {kind!r} offers no encoder features to join a label to; use --net mlp or "
+                         "conv with --condition label")
+    return features(tuple(event_shape), activation)
+
+
+def check_decoder(decoder: str, likelihood: str, event_shape) -> None:
+    """The decoder must fit the likelihood and the data shape; a one-line KlvaeError naming the fix."""
+    entry = DECODERS[decoder]
+    fits = entry.get("likelihoods")
+    if fits is not None and likelihood not in fits:
+        raise KlvaeError(
+            f"decoder {decoder!r} needs the {' or '.join(fits)} likelihood (binary or binarised pixels); got likelihood "
+            f"{likelihood!r}; use --likelihood {fits[0]} with data in [0, 1], or --decoder factorised"
+        )
+    if entry.get("images") and event_shape is not None and len(event_shape) != 3:
+        raise KlvaeError(
+            f"decoder {decoder!r} needs images of shape (C, H, W); got data of shape {tuple(event_shape)}; "
+            "use --decoder factorised"
+        )

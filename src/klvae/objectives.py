@@ -1,220 +1,195 @@
-"""Objectives as functions of the model's distributions: the (beta-)ELBO and the IWAE bound."""
+"""Training objectives, one registry entry each: the (beta-)ELBO, the IWAE bound, beta-TCVAE and
+FactorVAE.
+
+Every objective is a function with one signature,
+
+    objective(ctx: ObjectiveContext, model, x: (N, *event), condition: (N,) | None, step: int) -> Breakdown
+
+and returns a :class:`Breakdown`: the scalar to minimise and the per-point terms (nats) that
+training logs. The capabilities of an entry tell the rest of the library what it needs and gives
+(see :data:`CAPABILITIES`); nothing outside this module compares an objective's name.
+:func:`register_objective` adds one from a user's own code.
+
+The maths lives below: the bounds in :mod:`klvae.bounds`, the total-correlation pieces in
+:mod:`klvae.total_correlation` (both re-exported here).
+"""
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch.distributions import Distribution
 
+from klvae.bounds import ElboTerms, IwaeTerms, elbo, given, iwae_bound, iwae_objective, log_weights
 from klvae.errors import KlvaeError
 from klvae.kl import kl
-from klvae.models.conditional import given
+from klvae.registry import Registry
+from klvae.total_correlation import Discriminator, TCTerms, permute_dims, tc_decomposition
+
+__all__ = ["CAPABILITIES", "OBJECTIVES", "Breakdown", "Discriminator", "ElboTerms", "IwaeTerms", "ObjectiveContext",
+           "TCTerms", "elbo", "given", "iwae_bound", "iwae_objective", "log_weights", "objective_column",
+           "objective_of", "permute_dims", "register_objective", "tc_decomposition"]
+
+# capability: (default, meaning); every entry carries all of them
+CAPABILITIES: dict[str, tuple[Any, str]] = {
+    "kl_weighted": (False, "the loss weighs the KL by the KL schedule and floors it by free bits"),
+    "beta_weighs": (None, "what --beta weighs: 'kl', 'tc' (total correlation) or None (beta must stay 1)"),
+    "needs_factorised_posterior": (False, "needs q(z|x) Independent over the D latent dims (--latent gaussian)"),
+    "monitor": ("val_elbo", "the metrics.csv column that picks the best epoch and early-stops"),
+    "train_extra": (None, "the metrics.csv column of the objective's own per-point extra, e.g. train_iwae"),
+    "critic": (None, "model -> a critic nn.Module trained by a second optimiser on Breakdown.critic_loss"),
+    "allows_dreg": (False, "accepts --dreg (the doubly reparameterised encoder gradient)"),
+    "conditional": (False, "trains a conditional model (passes the class labels on)"),
+}
+
+OBJECTIVES = Registry("objective", "--objective")
 
 
 @dataclass
-class ElboTerms:
-    """Per-data-point terms in nats. ``elbo = recon - kl`` (beta = 1, the true bound)."""
+class Breakdown:
+    """What an objective returns for a batch of N points; every per-point term in nats.
 
-    recon: torch.Tensor  # (N,) E_q[log p(x|z)], one-sample estimate
-    kl: torch.Tensor  # (N,) KL(q(z|x) || p(z))
-    kl_per_dim: torch.Tensor | None  # (N, D) when the KL factorises, else None
-    kl_method: str  # "analytic" or "mc"
-    q: Distribution  # q(z|x) itself: its mean gives active units, its family other diagnostics
+    ``extras`` holds named per-point extras (N,), e.g. ``"iwae"`` (the K-sample bound) or ``"tc"``
+    (the total correlation); the metrics columns ``train_<name>`` / ``val_<name>`` that an entry's
+    ``train_extra`` / ``monitor`` name are read from them."""
+
+    loss: torch.Tensor  # () the scalar the optimiser minimises
+    elbo: torch.Tensor  # (N,) recon - kl, the true bound (beta = 1)
+    recon: torch.Tensor  # (N,) E_q[log p(x|z)]: minus the distortion
+    kl: torch.Tensor  # (N,) KL(q(z|x) || p(z)): the rate
+    kl_per_dim: torch.Tensor | None = None  # (N, D) when the KL factorises over latent dims
+    kl_per_layer: torch.Tensor | None = None  # (N, L) for a model with L latent layers
+    q: Distribution | None = None  # q(z|x): its mean gives active units, its family other diagnostics
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    critic_loss: torch.Tensor | None = None  # () the critic's own loss (objectives with a critic)
+
+    def __post_init__(self) -> None:
+        n = self.elbo.shape
+        shapes = {"recon": self.recon.shape, "kl": self.kl.shape, **{k: v.shape for k, v in self.extras.items()}}
+        if len(n) != 1 or self.loss.dim() != 0 or any(s != n for s in shapes.values()):
+            raise KlvaeError(f"an objective must return a 0-dim loss and per-point terms of shape (N,); got loss "
+                             f"{tuple(self.loss.shape)}, elbo {tuple(n)}, " + ", ".join(f"{k} {tuple(s)}" for k, s in shapes.items()))
 
     @property
-    def elbo(self) -> torch.Tensor:
-        return self.recon - self.kl
+    def distortion(self) -> torch.Tensor:
+        """-E_q[log p(x|z)], (N,) nats."""
+        return -self.recon
 
-    def loss(self, beta: float = 1.0, capacity: float | None = None, free_bits: float = 0.0,
-             group: int = 1) -> torch.Tensor:
-        """The minimised scalar, from batch means: -(recon - beta * R) with R the KL, or |KL - C|
-        under capacity control (Burgess et al. 2018, beta in the role of gamma).
+    @property
+    def rate(self) -> torch.Tensor:
+        return self.kl
 
-        Free bits (Kingma et al. 2016): with ``free_bits`` = lambda > 0 the KL in R is
-        sum_g max(lambda, mean_x KL_g) over groups of ``group`` latent dimensions, so a group below
-        its floor gets no gradient pushing it further down; a KL that does not factorise over
-        dimensions is one group. The reported ELBO is unchanged."""
-        kl = self.kl.mean() if free_bits <= 0 else self.floored_kl(free_bits, group)
-        penalty = kl if capacity is None else (kl - capacity).abs()
-        return -(self.recon.mean() - beta * penalty)
+    def value(self, name: str) -> torch.Tensor:
+        """The per-point value a metrics column ``<stage>_<name>`` reads: ``elbo``, ``recon``, ``kl``
+        or an extra."""
+        if name in ("elbo", "recon", "kl"):
+            return getattr(self, name)
+        if name not in self.extras:
+            raise KlvaeError(f"the objective gives no {name!r}; its extras are: {', '.join(self.extras) or 'none'}")
+        return self.extras[name]
 
-    def floored_kl(self, free_bits: float, group: int = 1) -> torch.Tensor:
-        """sum_g max(free_bits, mean over the batch of KL_g) (see :meth:`loss`)."""
-        if self.kl_per_dim is None:
-            return self.kl.mean().clamp_min(free_bits)
-        groups = self.kl_per_dim.mean(0).split(group)
-        return torch.stack([g.sum() for g in groups]).clamp_min(free_bits).sum()
-
-
-def elbo(model, x: torch.Tensor, kl_estimator: str = "auto", kl_samples: int = 1, samples: int = 1,
-         condition: torch.Tensor | None = None) -> ElboTerms:
-    """The reconstruction term averaged over ``samples`` reparameterised z ~ q(z|x) per point (the
-    "VAE with k samples" of Burda et al. 2015); the KL from :func:`klvae.kl.kl`. A model with
-    more than one latent layer supplies its own ``elbo_terms`` (same arguments, same result).
-    ``condition``: the class labels (N,) of a conditional model, giving the bound on log p(x|y)."""
-    c = given(condition)
-    if hasattr(model, "elbo_terms"):
-        return model.elbo_terms(x, kl_estimator, kl_samples, samples, **c)
-    q = model.encode(x, **c)
-    if samples == 1:
-        recon = model.decode(q.rsample(), **c).log_prob(x)
-    else:
-        recon = model.decode(q.rsample((samples,)), **c).log_prob(x).mean(0)
-    k = kl(q, model.prior(**c), kl_estimator, kl_samples)
-    return ElboTerms(recon, k.value, k.per_dim, k.method, q)
-
-
-def log_weights(model, x: torch.Tensor, k: int, q=None, condition: torch.Tensor | None = None) -> torch.Tensor:
-    """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x), z_k ~ q(z|x); shape (K, N).
-    ``q`` may pass q(z|x) already computed for this x. A model with more than one latent layer
-    supplies its own ``log_weights(x, k)`` from the joint densities. ``condition``: the class
-    labels (N,) of a conditional model (every density then given y)."""
-    c = given(condition)
-    if hasattr(model, "log_weights"):
-        return model.log_weights(x, k, **c)
-    q = model.encode(x, **c) if q is None else q
-    z = q.sample((k,))  # (K, N, D)
-    return model.decode(z, **c).log_prob(x) + model.prior(**c).log_prob(z) - q.log_prob(z)
-
-
-@torch.no_grad()
-def iwae_bound(model, x: torch.Tensor, k: int, chunk: int | None = None,
-               condition: torch.Tensor | None = None) -> torch.Tensor:
-    """log p(x) >= log (1/K) sum_k w_k (Burda et al. 2015), per data point: (N,) nats; with the
-    class labels ``condition`` (N,) of a conditional model, the bound on log p(x|y).
-
-    The K samples are drawn in chunks of ``chunk`` (default: all at once) and combined with a
-    running logsumexp, so memory stays O(chunk * N) for any K.
-    """
-    chunk = chunk or k
-    q = None if hasattr(model, "log_weights") else model.encode(x, **given(condition))
-    total = None
-    for start in range(0, k, chunk):
-        lw = log_weights(model, x, min(chunk, k - start), q, condition).logsumexp(0)  # (N,)
-        total = lw if total is None else torch.logaddexp(total, lw)
-    return total - math.log(k)
+    @classmethod
+    def of(cls, terms: ElboTerms, loss: torch.Tensor, critic_loss: torch.Tensor | None = None,
+           **extras: torch.Tensor) -> "Breakdown":
+        """From the ELBO terms of the batch (hierarchical models add ``kl_per_layer``)."""
+        return cls(loss, terms.elbo, terms.recon, terms.kl, terms.kl_per_dim, getattr(terms, "kl_per_layer", None),
+                   terms.q, extras, critic_loss)
 
 
 @dataclass
-class IwaeTerms:
-    """The K-sample IWAE bound of each data point and, from its first sample, the ELBO terms
-    that the diagnostics read (recon, KL, q)."""
+class ObjectiveContext:
+    """What an objective may read besides the model and the batch: the training configuration
+    (flat attributes: beta, k, dreg, kl_estimator, kl_samples, free_bits_group, ...), the KL
+    schedule, the size N of the training set, the free-bits floor now in force (nats; raised by
+    --on-collapse free-bits) and the critic of an objective that has one."""
 
-    bound: torch.Tensor  # (N,) log (1/K) sum_k w_k
-    first: ElboTerms
-
-    def loss(self) -> torch.Tensor:
-        return -self.bound.mean()
-
-
-def iwae_objective(model, x: torch.Tensor, k: int, dreg: bool = False, kl_estimator: str = "auto",
-                   kl_samples: int = 1) -> IwaeTerms:
-    """The IWAE bound (Burda et al. 2015) with K reparameterised samples, to maximise.
-
-    ``dreg``: the encoder's gradient is the doubly reparameterised estimator of Tucker et al.
-    (2018), sum_k w~_k^2 d log w_k / d z_k dz_k / d phi, with log q evaluated at parameters that
-    carry no gradient; the decoder's gradient is IWAE's own. One backward pass gives both: the
-    loss is IWAE's, and a hook on z scales each sample's gradient by w~_k once more."""
-    h = model.encoder_output(x)
-    q = model.family.posterior(h)
-    z = q.rsample((k,))  # (K, N, D)
-    log_px = model.decode(z).log_prob(x)
-    prior = model.prior()
-    log_q = (model.family.posterior(h.detach()) if dreg else q).log_prob(z)
-    log_w = log_px + prior.log_prob(z) - log_q
-    if dreg and z.requires_grad:
-        w = torch.softmax(log_w.detach(), dim=0).unsqueeze(-1)
-        z.register_hook(lambda grad: grad * w)
-    bound = log_w.logsumexp(0) - math.log(k)
-    kl_first = kl(q, prior, kl_estimator, kl_samples)
-    return IwaeTerms(bound, ElboTerms(log_px[0], kl_first.value, kl_first.per_dim, kl_first.method, q))
+    config: Any
+    schedule: Any  # klvae.schedules.KLSchedule
+    dataset_size: int = 1
+    free_bits: float = 0.0
+    critic: torch.nn.Module | None = None
 
 
-@dataclass
-class TCTerms:
-    """KL(q(z|x) || p(z)) split as Chen et al. (2018): index-code mutual information, total
-    correlation and dimension-wise KL, each (N,), estimated on the batch by minibatch-weighted
-    sampling; they sum to the one-sample estimate log q(z|x) - log p(z)."""
-
-    mi: torch.Tensor
-    tc: torch.Tensor
-    dim_kl: torch.Tensor
+Objective = Callable[[ObjectiveContext, Any, torch.Tensor, "torch.Tensor | None", int], Breakdown]
 
 
-def tc_decomposition(q, z: torch.Tensor, prior, dataset_size: int) -> TCTerms:
-    """The decomposition of :class:`TCTerms` for a factorised q (Independent over D dims), with
-    z: (M, D) one sample per data point of the batch of M and ``dataset_size`` N, by Chen et al.'s
-    minibatch-weighted sampling: log q(z_i) ~ logsumexp_j log q(z_i | x_j) - log(N M), and the same
-    per dimension for the product of the marginals. The estimate is biased: where the posteriors of
-    the batch overlap, TC reads up to (D - 1) log N too high. The bias is the same for all
-    parameters and leaves the gradient alone."""
-    base = q.base_dist if hasattr(q, "base_dist") else None
-    if base is None or q.reinterpreted_batch_ndims != 1:
-        raise KlvaeError("the total-correlation split needs a factorised posterior (--latent gaussian)")
-    m = z.shape[0]
-    log_norm = math.log(dataset_size * m)
-    per_dim = base.log_prob(z.unsqueeze(1))  # (M, M, D): log q(z_i,d | x_j)
-    log_qz = per_dim.sum(-1).logsumexp(1) - log_norm
-    log_prod = (per_dim.logsumexp(1) - log_norm).sum(-1)
-    log_qzx = q.log_prob(z)
-    return TCTerms(log_qzx - log_qz, log_qz - log_prod, log_prod - prior.log_prob(z))
+def register_objective(name: str, description: str, objective: Objective, *, replace: bool = False,
+                       **capabilities: Any) -> Objective:
+    """Add an objective; capabilities not given take their defaults (see :data:`CAPABILITIES`)."""
+    monitor, extra = capabilities.get("monitor", "val_elbo"), capabilities.get("train_extra")
+    if not str(monitor).startswith("val_") or (extra is not None and not str(extra).startswith("train_")):
+        raise KlvaeError(f"objective {name!r}: monitor must name a val_* column and train_extra a train_* column "
+                         f"(or None); got {monitor!r}, {extra!r}")
+    caps = {k: default for k, (default, _) in CAPABILITIES.items()} | capabilities
+    return OBJECTIVES.register(name, description, objective, replace=replace, **caps)
 
 
-def tcvae_loss(model, x: torch.Tensor, beta: float, dataset_size: int) -> tuple[torch.Tensor, ElboTerms, TCTerms]:
-    """beta-TCVAE (Chen et al. 2018): -(recon - MI - beta * TC - dimension-wise KL), batch mean;
-    also the ELBO terms (analytic KL) for the diagnostics."""
+def objective_of(config):
+    """The registry entry of the objective a training configuration names: ``config.objective``,
+    a name or a section holding it as ``name``."""
+    chosen = config.objective
+    return OBJECTIVES[getattr(chosen, "name", chosen)]
+
+
+def objective_column(config) -> str:
+    """The metrics.csv column that picks the best epoch and early-stops: the validation value of
+    the trained objective (val_elbo, or val_iwae with the training K)."""
+    return objective_of(config).get("monitor", "val_elbo")
+
+
+def _elbo(ctx: ObjectiveContext, model, x: torch.Tensor, condition, step: int) -> Breakdown:
+    cfg, schedule = ctx.config, ctx.schedule
+    terms = elbo(model, x, cfg.kl_estimator, cfg.kl_samples, cfg.k, condition)
+    loss = terms.loss(schedule.weight(step), schedule.capacity(step), ctx.free_bits, cfg.free_bits_group)
+    return Breakdown.of(terms, loss)
+
+
+def _iwae(ctx: ObjectiveContext, model, x: torch.Tensor, condition, step: int) -> Breakdown:
+    cfg = ctx.config
+    out = iwae_objective(model, x, cfg.k, cfg.dreg, cfg.kl_estimator, cfg.kl_samples)
+    first = out.first
+    if not model.training and hasattr(model, "elbo_terms"):  # in evaluation: the model's own terms, per layer
+        first = elbo(model, x, cfg.kl_estimator, cfg.kl_samples)
+    return Breakdown.of(first, out.loss(), iwae=out.bound)
+
+
+def _tcvae(ctx: ObjectiveContext, model, x: torch.Tensor, condition, step: int) -> Breakdown:
+    """beta-TCVAE: -(recon - MI - beta * TC - dimension-wise KL), batch mean."""
     q = model.encode(x)
     z = q.rsample()
     recon = model.decode(z).log_prob(x)
     prior = model.prior()
-    parts = tc_decomposition(q, z, prior, dataset_size)
+    parts = tc_decomposition(q, z, prior, ctx.dataset_size)
     k = kl(q, prior)
-    loss = -(recon - parts.mi - beta * parts.tc - parts.dim_kl).mean()
-    return loss, ElboTerms(recon, k.value, k.per_dim, k.method, q), parts
+    loss = -(recon - parts.mi - ctx.config.beta * parts.tc - parts.dim_kl).mean()
+    return Breakdown.of(ElboTerms(recon, k.value, k.per_dim, k.method, q), loss, tc=parts.tc)
 
 
-def permute_dims(z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Each latent dimension shuffled independently across the batch: samples of the product of
-    the marginals prod_d q(z_d) (Kim & Mnih 2018)."""
-    idx = torch.stack([torch.randperm(z.shape[0], generator=generator, device=z.device) for _ in range(z.shape[1])], 1)
-    return z.gather(0, idx)
-
-
-class Discriminator(torch.nn.Module):
-    """FactorVAE's critic (Kim & Mnih 2018): z -> logits of (from q(z), from prod_d q(z_d)); an
-    MLP with LeakyReLU, narrower than the paper's 6 x 1000 to suit a CPU."""
-
-    def __init__(self, latent_dim: int, width: int = 256, layers: int = 3):
-        super().__init__()
-        sizes = [latent_dim] + [width] * layers
-        body = [m for a, b in zip(sizes, sizes[1:]) for m in (torch.nn.Linear(a, b), torch.nn.LeakyReLU(0.2))]
-        self.net = torch.nn.Sequential(*body, torch.nn.Linear(width, 2))
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z)
-
-    def total_correlation(self, z: torch.Tensor) -> torch.Tensor:
-        """TC(z) ~ log D(z) / (1 - D(z)) per point, (N,): the density-ratio trick."""
-        logits = self(z)
-        return logits[:, 0] - logits[:, 1]
-
-    def loss(self, z: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy of telling z (class 0) from its dimension-wise permutation (class 1)."""
-        z = z.detach()
-        both = torch.cat([z, permute_dims(z)])
-        target = torch.cat([torch.zeros(len(z)), torch.ones(len(z))]).long().to(z.device)
-        return torch.nn.functional.cross_entropy(self(both), target)
-
-
-def factorvae_loss(model, discriminator: Discriminator, x: torch.Tensor, gamma: float
-                   ) -> tuple[torch.Tensor, ElboTerms, torch.Tensor, torch.Tensor]:
-    """FactorVAE: -(ELBO - gamma * TC) with TC from the discriminator; returns the loss, the ELBO
-    terms, the TC estimates (N,) and z (for the discriminator's own step)."""
+def _factorvae(ctx: ObjectiveContext, model, x: torch.Tensor, condition, step: int) -> Breakdown:
+    """FactorVAE: -(ELBO - beta * TC) with TC from the critic; the critic learns to tell z from
+    its dimension-wise permutation (its loss only while gradients are on)."""
     q = model.encode(x)
     z = q.rsample()
     recon = model.decode(z).log_prob(x)
     k = kl(q, model.prior())
-    tc = discriminator.total_correlation(z)
-    loss = -(recon - k.value - gamma * tc).mean()
-    return loss, ElboTerms(recon, k.value, k.per_dim, k.method, q), tc, z
+    tc = ctx.critic.total_correlation(z)
+    loss = -(recon - k.value - ctx.config.beta * tc).mean()
+    critic_loss = ctx.critic.loss(z) if torch.is_grad_enabled() else None
+    return Breakdown.of(ElboTerms(recon, k.value, k.per_dim, k.method, q), loss, critic_loss, tc=tc)
+
+
+def _factorvae_critic(model) -> Discriminator:
+    return Discriminator(model.latent_dim)
+
+
+register_objective("elbo", "the beta-ELBO: recon - beta * KL, KL weighted by the schedule, floored by free bits",
+                   _elbo, kl_weighted=True, beta_weighs="kl", conditional=True)
+register_objective("iwae", "the K-sample importance-weighted bound (Burda et al. 2015)", _iwae,
+                   monitor="val_iwae", train_extra="train_iwae", allows_dreg=True)
+register_objective("tcvae", "beta-TCVAE: beta weighs the total correlation of the KL's split (Chen et al. 2018)",
+                   _tcvae, beta_weighs="tc", needs_factorised_posterior=True, train_extra="train_tc")
+register_objective("factorvae", "FactorVAE: beta weighs a critic's total correlation (Kim & Mnih 2018)",
+                   _factorvae, beta_weighs="tc", needs_factorised_posterior=True, train_extra="train_tc",
+                   critic=_factorvae_critic)

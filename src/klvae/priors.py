@@ -1,5 +1,5 @@
-"""Learned priors p(z): ``nn.Module``s whose ``forward()`` returns a ``Distribution`` over z in R^D
-with batch_shape () and event_shape (D,).
+"""Priors p(z): their registry, and the learned ones: ``nn.Module``s whose ``forward()`` returns
+a ``Distribution`` over z in R^D with batch_shape () and event_shape (D,).
 
 * ``MixturePrior``: a learnable mixture of diagonal Gaussians.
 * ``VampPrior`` (Tomczak & Welling 2018): p(z) = (1/K) sum_k q(z | u_k), the encoder applied to K
@@ -18,6 +18,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.distributions import Categorical, Distribution, Independent, MixtureSameFamily, Normal
+
+from klvae.registry import Registry
+
+# An entry's builder is (model config, model) -> an nn.Module whose forward() gives p(z), or None for
+# the latent family's own prior. Capabilities: ``latents``, the latent families it fits (None: any);
+# ``conditional``, whether it can go with --condition label; ``init_from_data``, whether the model
+# should call its ``init_from(x)`` with training points before training; ``own``, the family's own prior.
+PRIORS = Registry("prior", "--prior")
 
 
 def _positive_int(name: str, value) -> int:
@@ -137,3 +145,24 @@ class VampPrior(nn.Module):
         weights = Categorical(logits=torch.zeros(k, dtype=self.raw_inputs.dtype, device=self.raw_inputs.device),
                               validate_args=False)
         return MixtureSameFamily(weights, q, validate_args=False)
+
+
+PRIORS.register("standard", "the latent family's own prior", lambda config, model: None, own=True)
+PRIORS.register("mog", "learned mixture of --prior-components Gaussians (Gaussian latents)",
+                lambda config, model: MixturePrior(config.latent_dim, config.prior_components),
+                latents=("gaussian",))
+PRIORS.register("vamp", "VampPrior with --prior-components learned pseudo-inputs (Gaussian latents)",
+                lambda config, model: VampPrior(config.latent_dim, config.prior_components, model.event_shape,
+                                                model.encode),
+                latents=("gaussian",), conditional=False, init_from_data=True)
+
+
+def check_prior(prior: str, latent: str) -> None:
+    """The prior must be registered and fit the latent family; a one-line KlvaeError naming the fix."""
+    from klvae.errors import KlvaeError
+
+    fits = PRIORS[prior].get("latents")
+    if fits is not None and latent not in fits:
+        allowed = PRIORS.where(lambda e: e.get("latents") is None or latent in e.get("latents"))
+        raise KlvaeError(f"prior {prior!r} does not fit latent {latent!r} (it supports: {', '.join(allowed)}); "
+                         f"use --prior standard or --latent {fits[0]}")

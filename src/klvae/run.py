@@ -1,19 +1,18 @@
-"""The run directory, the contract every command reads:
+"""The run directory, the contract every command reads, and :class:`RunDir`, its one owner:
 
 config.yaml, model.safetensors + model.json, metrics.csv (per epoch), steps.csv (per step),
-tensorboard/, checkpoints/, pictures, results.
-Every file is written to a temporary name in the same directory and renamed into place, so an
-interrupted write never leaves a truncated file behind. Loading never unpickles.
+tensorboard/, checkpoints/, pictures (*.png), results (eval_<split>.json, disentanglement.json),
+report.html. Every file is written atomically (klvae.files). A run directory is data: loading
+never unpickles and never imports code it names.
 """
 from __future__ import annotations
 
 import csv
 import io
 import json
-import os
-import tempfile
+import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import yaml
@@ -21,107 +20,206 @@ from safetensors.torch import load_file, save
 
 from klvae.config import TrainConfig
 from klvae.errors import KlvaeError
-from klvae.models import ModelSpec, build_model
+from klvae.files import atomic_save, atomic_write  # noqa: F401  (re-exported: the writers of a run's files)
+from klvae.models import build_model, model_config
 
 CONFIG, WEIGHTS, SPEC, METRICS, STEPS = "config.yaml", "model.safetensors", "model.json", "metrics.csv", "steps.csv"
+CHECKPOINTS, LAST_CHECKPOINT = "checkpoints", "last.ckpt"
 INTEGER_COLUMNS = ("epoch", "step", "active_units", "skipped_steps", "collapsed")
-UMASK = os.umask(0o022)
-os.umask(UMASK)
+TRAINING_FILES = (CONFIG, WEIGHTS, SPEC, METRICS, STEPS, CHECKPOINTS)  # what --overwrite replaces
 
 
-def atomic_write(path: str | Path, data: bytes | str) -> Path:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace``."""
-    path = Path(path)
-    if path.is_dir():
-        raise KlvaeError(f"{path} is a directory; give a file name to write, e.g. {path / 'out.png'}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp creates 0600; give the file the usual permissions
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode() if isinstance(data, str) else data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+class RunDir:
+    """One run directory: its layout, its lifecycle (start, overwrite, resume) and every read and
+    write of its config, model, metrics, results and pictures."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def file(self, name: str) -> Path:
+        """The path of a file of the run (e.g. "samples.png")."""
+        return self.path / name
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / CHECKPOINTS
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoints / LAST_CHECKPOINT
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | Path) -> "RunDir":
+        """A finished run (config, weights and model spec present); a one-line KlvaeError if not."""
+        run = cls(path)
+        if not run.path.is_dir():
+            raise KlvaeError(f"run directory {run.path} does not exist; pass the --out directory of a `klvae train` run")
+        missing = [name for name in (CONFIG, WEIGHTS, SPEC) if not run.file(name).is_file()]
+        if missing:
+            raise KlvaeError(f"{run.path} is not a finished klvae run (missing {', '.join(missing)}); train into it "
+                             f"with `klvae train --out {run.path}`")
+        return run
+
+    def check_start(self, resume: bool, overwrite: bool, primary: bool = True) -> None:
+        """Refuse a start that would damage what is there; changes nothing."""
+        if self.path.exists() and not self.path.is_dir():
+            raise KlvaeError(f"--out {self.path} is an existing file; give a directory path")
+        if resume:
+            if not self.last_checkpoint.is_file():
+                raise KlvaeError(f"cannot resume: {self.last_checkpoint} not found; train into {self.path} first, or "
+                                 "drop --resume")
+            return
+        held = [n for n in (CONFIG, WEIGHTS, SPEC, METRICS, CHECKPOINTS) if self.file(n).exists()]
+        if held and not overwrite and primary:
+            raise KlvaeError(f"{self.path} already holds a run ({', '.join(held)}); pass --resume to continue it, "
+                             "--overwrite to replace it, or choose another --out")
+
+    def clear(self) -> None:
+        """Remove the files of a previous training run (for --overwrite); results of other commands stay."""
+        for name in TRAINING_FILES:
+            path = self.file(name)
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+
+    # --- config and model ------------------------------------------------------------------------
+    def save_config(self, config: TrainConfig) -> None:
+        atomic_write(self.file(CONFIG), yaml.safe_dump(config.to_flat_dict(), sort_keys=False))  # a recipe's format
+
+    def config(self) -> TrainConfig:
+        if not self.file(CONFIG).is_file():
+            raise KlvaeError(f"{self.path} is not a klvae run (no {CONFIG}); pass the --out directory of a "
+                             "`klvae train` run")
+        return TrainConfig.from_yaml(self.file(CONFIG))
+
+    def save_spec(self, spec) -> None:
+        atomic_write(self.file(SPEC), json.dumps(spec.to_dict(), indent=2))
+
+    def spec(self):
+        """The model's config as model.json holds it (None when there is none yet)."""
+        if not self.file(SPEC).is_file():
+            return None
+        try:
+            return model_config(json.loads(self.file(SPEC).read_text()), strict=False)
+        except KlvaeError as err:  # e.g. a latent of a plugin that is not loaded
+            raise KlvaeError(f"cannot load the model of {self.path}: {err}") from None
+        except Exception as err:  # noqa: BLE001 - any damage to the file: one line, not a traceback
+            raise KlvaeError(f"cannot load the model of {self.path} ({_first_line(err)}); the files are damaged, "
+                             "retrain the run") from None
+
+    def check_resumable(self, spec) -> None:
+        """A resumed run must keep the architecture its checkpoint was trained with."""
+        stored = self.spec()
+        if stored is None:
+            return
+        old, new = stored.to_dict(), spec.to_dict()
+        changed = [f"{k} {old.get(k)!r} -> {v!r}" for k, v in new.items() if old.get(k) != v]
+        if changed:
+            raise KlvaeError(f"cannot resume {self.path} with a different model ({'; '.join(changed)}); drop those "
+                             "options or train into a new --out")
+
+    def save_model(self, model: torch.nn.Module, spec) -> None:
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        atomic_write(self.file(WEIGHTS), save(state))
+        self.save_spec(spec)
+
+    def load_model(self, device: str | torch.device = "cpu", **parts: torch.nn.Module):
+        """The trained model, in eval mode (weights from safetensors, no pickle). ``parts``
+        (encoder=, decoder=, prior=, likelihood=): the modules a run trained with parts passed from
+        Python needs again; the run directory names registered components only, never code."""
+        spec = RunDir.open(self.path).spec()
+        model = build_model(spec, **parts)
+        try:
+            model.load_state_dict(load_file(str(self.file(WEIGHTS)), device=str(device)))
+        except Exception as err:  # noqa: BLE001 - any damage to the files: one line, not a traceback
+            raise KlvaeError(f"cannot load the model of {self.path} ({_first_line(err)}); the files are damaged or "
+                             "the parts passed differ from the trained ones, retrain the run") from None
+        return model.to(device).eval()
+
+    # --- metrics, results, pictures --------------------------------------------------------------
+    def write_metrics(self, rows: list[dict[str, Any]], name: str = METRICS) -> None:
+        """Rewrite metrics.csv (one row per epoch) or ``name`` atomically; columns are the union in
+        first-seen order."""
+        columns: list[str] = []
+        for row in rows:
+            columns += [c for c in row if c not in columns]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write(self.file(name), buf.getvalue())
+
+    def metrics(self, name: str = METRICS) -> list[dict[str, float]]:
+        """The rows of metrics.csv (or ``name``) as numbers; a missing file is no rows, a damaged
+        one a one-line KlvaeError."""
+        path = self.file(name)
+        if not path.is_file():
+            return []
+        try:
+            with path.open() as fh:
+                rows = [{k: float(v) if v not in ("", None) else float("nan") for k, v in row.items()}
+                        for row in csv.DictReader(fh)]
+        except (ValueError, OSError) as err:
+            raise KlvaeError(f"{path} cannot be read ({_first_line(err)}); retrain the run") from None
+        for row in rows:
+            row.update({k: int(row[k]) for k in INTEGER_COLUMNS if k in row and row[k] == row[k]})
+        return rows
+
+    def save_result(self, name: str, result: dict) -> Path:
+        """A command's result as JSON, e.g. ``eval_test`` -> eval_test.json."""
+        return atomic_write(self.file(f"{name}.json"), json.dumps(result, indent=2))
+
+    def results(self, prefix: str = "eval_", command: str = "evaluate") -> dict[str, dict]:
+        """Every ``<prefix>*.json`` result by name; a damaged one is a one-line KlvaeError naming the
+        ``klvae`` command that writes it."""
+        out = {}
+        for path in sorted(self.path.glob(f"{prefix}*.json")):
+            try:
+                out[path.stem] = json.loads(path.read_text())
+            except ValueError:
+                raise KlvaeError(f"{path} is not a JSON result; rerun `klvae {command} {self.path}`") from None
+        return out
+
+    def pictures(self, names: tuple[str, ...]) -> dict[str, bytes]:
+        """The PNG files among ``names`` that the run holds."""
+        return {name: self.file(name).read_bytes() for name in names if self.file(name).is_file()}
 
 
-def atomic_save(path: str | Path, writer: Callable[[io.BytesIO], Any]) -> Path:
-    """Let ``writer`` fill a buffer (e.g. ``fig.savefig``), then write it atomically."""
-    buf = io.BytesIO()
-    writer(buf)
-    return atomic_write(path, buf.getvalue())
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:200]}" if text else type(err).__name__
 
 
-def save_config(run_dir: Path, config: TrainConfig) -> None:
-    atomic_write(run_dir / CONFIG, yaml.safe_dump(config.to_dict(), sort_keys=False))
-
-
-def save_spec(run_dir: Path, spec: ModelSpec) -> None:
-    atomic_write(run_dir / SPEC, json.dumps(spec.to_dict(), indent=2))
-
-
-def save_model(run_dir: Path, model: torch.nn.Module, spec: ModelSpec) -> None:
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(run_dir / WEIGHTS, save(state))
-    save_spec(run_dir, spec)
-
-
-def write_metrics(run_dir: Path, rows: list[dict[str, Any]], name: str = METRICS) -> None:
-    """Rewrite metrics.csv (one row per epoch) or ``name`` (e.g. steps.csv) atomically; columns are
-    the union in first-seen order."""
-    columns: list[str] = []
-    for row in rows:
-        columns += [c for c in row if c not in columns]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write(run_dir / name, buf.getvalue())
-
-
-def read_metrics(run_dir: str | Path, name: str = METRICS) -> list[dict[str, float]]:
-    """The rows of metrics.csv (or ``name``) as numbers; a missing file is no rows."""
-    path = Path(run_dir) / name
-    if not path.is_file():
-        return []
-    with path.open() as fh:
-        rows = [{k: float(v) if v not in ("", None) else float("nan") for k, v in row.items()} for row in csv.DictReader(fh)]
-    for row in rows:
-        row.update({k: int(row[k]) for k in INTEGER_COLUMNS if k in row and row[k] == row[k]})
-    return rows
-
-
-def check_run_dir(run_dir: str | Path) -> Path:
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise KlvaeError(f"run directory {run_dir} does not exist; pass the --out directory of a `klvae train` run")
-    missing = [name for name in (CONFIG, WEIGHTS, SPEC) if not (run_dir / name).is_file()]
-    if missing:
-        raise KlvaeError(
-            f"{run_dir} is not a finished klvae run (missing {', '.join(missing)}); train into it with `klvae train --out {run_dir}`"
-        )
-    return run_dir
+# Shorthands of the RunDir methods, for a run directory given as a path.
+def load(run_dir: str | Path, device: str | torch.device = "cpu", **parts: torch.nn.Module):
+    """``RunDir(run_dir).load_model(device, **parts)``: the trained model, in eval mode."""
+    return RunDir(run_dir).load_model(device, **parts)
 
 
 def load_config(run_dir: str | Path) -> TrainConfig:
-    run_dir = check_run_dir(run_dir)
-    return TrainConfig.from_yaml(run_dir / CONFIG)
+    return RunDir.open(run_dir).config()
 
 
-def load(run_dir: str | Path, device: str | torch.device = "cpu"):
-    """The trained model of a run directory, in eval mode (weights from safetensors, no pickle)."""
-    run_dir = check_run_dir(run_dir)
-    try:
-        spec = ModelSpec.from_dict(json.loads((run_dir / SPEC).read_text()))
-        model = build_model(spec)
-        state = load_file(str(run_dir / WEIGHTS), device=str(device))
-        model.load_state_dict(state)
-    except Exception as err:  # any damage to the files: one line, not a traceback
-        raise KlvaeError(
-            f"cannot load the model of {run_dir} ({type(err).__name__}: {str(err).splitlines()[0][:200]}); the files are damaged, retrain the run"
-        ) from None
-    return model.to(device).eval()
+def check_run_dir(run_dir: str | Path) -> Path:
+    return RunDir.open(run_dir).path
+
+
+def save_config(run_dir: str | Path, config: TrainConfig) -> None:
+    RunDir(run_dir).save_config(config)
+
+
+def save_model(run_dir: str | Path, model: torch.nn.Module, spec) -> None:
+    RunDir(run_dir).save_model(model, spec)
+
+
+def write_metrics(run_dir: str | Path, rows: list[dict[str, Any]], name: str = METRICS) -> None:
+    RunDir(run_dir).write_metrics(rows, name)
+
+
+def read_metrics(run_dir: str | Path, name: str = METRICS) -> list[dict[str, float]]:
+    return RunDir(run_dir).metrics(name)

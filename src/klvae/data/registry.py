@@ -1,4 +1,6 @@
-"""The data set registry and `load_dataset`, the one entry point of klvae.data."""
+"""The data set registry (``DATASETS``, ``klvae.register_dataset``) and `load_dataset`, the one
+entry point of klvae.data. An entry's builder is a :class:`~klvae.data.splits.Source`: its
+``load(data_dir, download)`` returns the raw splits; capability ``default_binarize``."""
 
 from __future__ import annotations
 
@@ -12,12 +14,21 @@ from klvae.data.dataset import BINARIZE_MODES, Dataset, make_dataset
 from klvae.data.files import SUFFIXES, load_file
 from klvae.data.splits import Source
 from klvae.errors import KlvaeError
+from klvae.registry import Registry
 
-SOURCES: dict[str, Source] = {
-    s.name: s
-    for s in (digits.SOURCE, idx.MNIST, idx.FASHION_MNIST, binarized.SOURCE, frey.SOURCE, arm.PENDULUM, arm.ARM,
-              dsprites.DSPRITES, dsprites.GENERATED)
-}
+DATASETS = Registry("dataset", "--data")
+for _source in (digits.SOURCE, idx.MNIST, idx.FASHION_MNIST, binarized.SOURCE, frey.SOURCE, arm.PENDULUM, arm.ARM,
+                dsprites.DSPRITES, dsprites.GENERATED):
+    DATASETS.register(_source.name, _source.description, _source, default_binarize=_source.default_binarize)
+
+
+def register_dataset(source: Source, replace: bool = False) -> Source:
+    """Add a data set: ``source.load(data_dir, download)`` returns its RawSplits."""
+    if not isinstance(source, Source):
+        raise KlvaeError(f"a dataset is registered as a klvae.data.splits.Source; got {type(source).__name__}")
+    DATASETS.register(source.name, source.description, source, replace=replace,
+                      default_binarize=source.default_binarize)
+    return source
 FILE_DEFAULT_BINARIZE = "none"
 DATA_ENV = "KLVAE_DATA"
 DEFAULT_DATA_DIR = "data"
@@ -28,7 +39,7 @@ def list_datasets() -> list[tuple[str, str]]:
 
     load_dataset also takes a path to a .npy, .npz or .csv file, which is not listed here.
     """
-    return [(s.name, s.description) for s in SOURCES.values()]
+    return [(e.name, e.description) for e in DATASETS.entries()]
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
@@ -60,8 +71,8 @@ def load_dataset(
     _check_options(binarize, val_fraction, seed)
     text = os.fspath(name)
     key = text.strip().lower().replace("_", "-")
-    if key in SOURCES:
-        source = SOURCES[key]
+    if key in DATASETS:
+        source = DATASETS[key].builder
         raw = source.load(resolve_data_dir(data_dir), download)
         return make_dataset(key, raw, binarize, source.default_binarize, val_fraction, seed)
     if Path(text).suffix.lower() in SUFFIXES or Path(text).expanduser().is_file():
@@ -71,10 +82,10 @@ def load_dataset(
 
 
 def _unknown_message(text: str, key: str) -> str:
-    close = difflib.get_close_matches(key, SOURCES, n=1)
+    close = difflib.get_close_matches(key, DATASETS.names(), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return (
-        f"unknown dataset {text!r}{hint}; choose one of: {', '.join(SOURCES)}, or a "
+        f"unknown dataset {text!r}{hint}; choose one of: {', '.join(DATASETS)}, or a "
         f"{'/'.join(SUFFIXES)} file path (see `klvae datasets`)"
     )
 

@@ -163,7 +163,7 @@ def load_split(config, data: str | None, split: str, data_dir: str | None = None
     (``binarize: auto`` under a Bernoulli likelihood means dynamic: drawn once, seed 0)."""
     if split not in SPLITS:
         raise KlvaeError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
-    if data is None or _key(data) == _key(config.data):
+    if data is None or _key(data) == _key(config.data.name):
         x, labels = split_with_labels(config, split, data_dir)
         if split != "test" and config.exclude_labels and labels is not None:
             keep = ~torch.isin(labels, torch.tensor(config.exclude_labels))
@@ -243,9 +243,9 @@ def score(run_dir, data: str | None = None, split: str = "test", scores: list[st
     sets = []
     for name, part in [(data, split), *([(ood_data, ood_split)] if ood_data is not None else [])]:
         x, labels = load_split(config, name, part, data_dir, likelihood)
-        _check_shape(model, x, name or config.data, run_dir, config.data)
+        _check_shape(model, x, name or config.data.name, run_dir, config.data.name)
         values = score_model(model, x, iwae_k, batch_size, seed, reference, condition_of(model, labels))
-        sets.append(ScoredSet(str(name or config.data), part, {n: values[n] for n in names}, labels))
+        sets.append(ScoredSet(str(name or config.data.name), part, {n: values[n] for n in names}, labels))
     if anomalous_labels:
         sets[0].anomalous = mark_classes(sets[0], anomalous_labels)
     elif ood_data is not None:

@@ -26,11 +26,7 @@ def candidate_angles(model, x: torch.Tensor) -> torch.Tensor:
     their difference)."""
     with torch.no_grad():
         z = model.family.point(model.encode(x))
-    if model.spec.latent == "von-mises":
-        base = z
-    else:
-        pairs = itertools.combinations(range(z.shape[-1]), 2)
-        base = torch.stack([torch.atan2(z[:, j], z[:, i]) for i, j in pairs], dim=-1)
+    base = model.family.angles(z)
     pairs = list(itertools.combinations(range(base.shape[-1]), 2))
     derived = [base[:, j] + sign * base[:, i] for i, j in pairs for sign in (1, -1)]
     return torch.cat([base, *(d.unsqueeze(-1) for d in derived)], dim=-1)

@@ -90,7 +90,7 @@ def split_with_labels(config, split: str, data_dir: str | None = None) -> tuple[
     """(x, labels) of one split; labels are None when the data set has none."""
     if split not in SPLITS:
         raise KlvaeError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
-    data = load_dataset(config.data, data_dir or config.data_dir, config.binarize, config.val_fraction, config.seed)
+    data = load_dataset(config.data.name, data_dir or config.data_dir, config.binarize, config.val_fraction, config.seed)
     data = data.without_classes(config.exclude_labels)  # as trained; test keeps every class
     x = getattr(data, split)
     if split == "train":  # train stays grey under dynamic binarisation: draw it once, reproducibly
@@ -107,10 +107,11 @@ def _standard_error(total: torch.Tensor, squares: torch.Tensor, n: int) -> float
 
 
 def evaluate(run_dir: str | Path, split: str = "test", iwae_k: int = 1000, batch_size: int | None = None,
-             seed: int = 0, data_dir: str | None = None, device: str = "cpu") -> dict:
-    """Evaluate a run directory on one split; also writes ``eval_<split>.json`` there."""
+             seed: int = 0, data_dir: str | None = None, device: str = "cpu", model=None) -> dict:
+    """Evaluate a run directory on one split; also writes ``eval_<split>.json`` there. ``model``:
+    the run's model already loaded (e.g. ``klvae.load(run, encoder=...)`` for parts from Python)."""
     config = load_config(run_dir)
-    model = load(run_dir, device)
+    model = load(run_dir, device) if model is None else model.to(device).eval()
     x, labels = split_with_labels(config, split, data_dir)
     condition = condition_of(model, labels)
     result = {"split": split, **evaluate_model(model, x, iwae_k, batch_size, seed, condition)}

@@ -1,54 +1,70 @@
-"""Models: each a small ``nn.Module`` exposing encode / decode / prior as distributions.
+"""Models: each a small ``nn.Module`` exposing encode / decode / prior as distributions, with its
+config class beside it, registered in ``MODELS`` (``klvae.register_model``).
 
-``ModelSpec`` here is the VAE's spec (klvae.models.vae) plus the options of the other models; it is
-what ``model.json`` stores, and ``build_model`` picks the model by ``spec.model``.
+An entry's builder is the model class, called as ``builder(config, **parts)``; its capabilities:
+``config`` (the config dataclass it reads, what ``model.json`` stores), ``objectives`` (the
+objectives it trains with; None: any), ``conditional`` (whether ``--condition label`` works),
+``dreg``, ``free_bits`` and ``capacity`` (whether those training options apply), ``parts`` (the
+modules a caller may pass in place of the registered ones).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import fields
+from typing import Any
 
 from torch import nn
 
 from klvae.errors import KlvaeError
-from klvae.models.hierarchical import HierarchicalVAE
-from klvae.models.vqvae import VQVAE
-from klvae.models.vae import VAE
-from klvae.models.vae import ModelSpec as VAESpec
+from klvae.models.hierarchical import HierarchicalVAE, HVAEConfig
+from klvae.models.parts import PARTS
+from klvae.models.vae import VAE, VAEConfig
+from klvae.models.vqvae import VQVAE, VQVAEConfig
+from klvae.registry import Registry
 
-MODELS = {
-    "vae": "VAE with any --latent family and --prior; beta > 1 gives a beta-VAE",
-    "hvae": "hierarchical VAE, top-down inference (Ladder VAE; --residual: NVAE's); layers --latent-dims, bottom to top",
-    "vqvae": "VQ-VAE: --codes K codes of dimension --latent-dim at --positions places; --quantizer vq-ema, vq or gumbel",
-}
+MODELS = Registry("model", "--model")
+MODELS.register("vae", "VAE with any --latent family and --prior; beta > 1 gives a beta-VAE", VAE,
+                config=VAEConfig, objectives=None, conditional=True, dreg=True, free_bits=True, capacity=True,
+                parts=PARTS)
+MODELS.register("hvae", "hierarchical VAE, top-down inference (Ladder VAE; --residual: NVAE's); layers --latent-dims, "
+                "bottom to top", HierarchicalVAE, config=HVAEConfig, objectives=("elbo", "iwae"), conditional=False,
+                dreg=False, free_bits=True, capacity=True, parts=())
+MODELS.register("vqvae", "VQ-VAE: --codes K codes of dimension --latent-dim at --positions places; --quantizer "
+                "vq-ema, vq or gumbel", VQVAE, config=VQVAEConfig, objectives=("elbo",), conditional=False, dreg=False,
+                free_bits=False, capacity=False, parts=())
 
-__all__ = ["MODELS", "VAE", "HierarchicalVAE", "VQVAE", "ModelSpec", "build_model"]
-
-
-@dataclass
-class ModelSpec(VAESpec):
-    """The architecture of a model: the VAE's fields, then those of hvae and vqvae."""
-
-    latent_dims: list[int] = field(default_factory=list)  # hvae: latent layer sizes, bottom to top
-    residual: bool = False  # hvae: q's mean / log-scale as offsets of p(z_l | z_{l+1}) (NVAE)
-    kl_balance: bool = False  # hvae: NVAE's KL balancing of the layers while the KL weight is below 1
-    codes: int = 512  # vqvae: codebook size K (code dimension: latent_dim)
-    positions: int = 16  # vqvae: codes per data point (the encoder outputs positions x latent_dim)
-    commitment: float = 0.25  # vqvae: weight of the commitment loss (van den Oord et al.'s beta)
-    quantizer: str = "vq-ema"  # vqvae: vq-ema | vq | gumbel (see klvae.models.vqvae)
-    temperature: float = 1.0  # vqvae gumbel: the starting temperature, annealed to 0.1 ...
-    temperature_steps: int = 10_000  # ... over these training steps, then hard (straight-through) samples
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.model == "hvae" and self.latent_dims:
-            self.latent_dim = sum(self.latent_dims)  # the size of the concatenated latent (z_1, .., z_L)
+__all__ = ["MODELS", "VAE", "HierarchicalVAE", "VQVAE", "VAEConfig", "HVAEConfig", "VQVAEConfig", "ModelSpec",
+           "build_model", "model_config"]
 
 
-BUILDERS = {"vae": VAE, "hvae": HierarchicalVAE, "vqvae": VQVAE}
+def model_config(values: dict[str, Any], strict: bool = True):
+    """The config of the model ``values["model"]`` (default vae) from a dict of its fields.
+    ``strict``: an unknown key is a KlvaeError; otherwise keys of other models are dropped (a
+    ``model.json`` written before the models had configs of their own holds every model's)."""
+    values = dict(values)
+    name = values.pop("model", None) or values.get("name", "vae")  # "model": the key of older model.json files
+    values["name"] = name
+    config_class = MODELS[name].config
+    known = {f.name for f in fields(config_class)}
+    unknown = sorted(set(values) - known)
+    if unknown and strict:
+        owners = {k: [m.name for m in MODELS.entries() if k in {f.name for f in fields(m.config)}] for k in unknown}
+        raise KlvaeError("; ".join(f"{k} is an option of --model {' or '.join(o)}; add it or drop {k}" if o else
+                                   f"unknown model option {k!r}" for k, o in owners.items()))
+    return config_class(**{k: v for k, v in values.items() if k in known})
 
 
-def build_model(spec: ModelSpec) -> nn.Module:
-    """The model a spec describes (``model.json`` holds the spec of a trained run)."""
-    if spec.model not in BUILDERS:
-        raise KlvaeError(f"model must be one of {', '.join(BUILDERS)}; got {spec.model!r}")
-    return BUILDERS[spec.model](spec)
+def ModelSpec(**values: Any):  # noqa: N802 (kept as the constructor older code calls)
+    """A model config from keyword arguments: :func:`model_config` of them."""
+    return model_config(values)
+
+
+def build_model(config, **parts: nn.Module | None) -> nn.Module:
+    """The model a config describes (``model.json`` holds the config of a trained run); ``parts``:
+    modules passed from Python (encoder=, decoder=, prior=, likelihood=) that the model accepts."""
+    entry = MODELS[config.name]
+    given = {k: v for k, v in parts.items() if v is not None}
+    refused = sorted(set(given) - set(entry.get("parts", ())))
+    if refused:
+        raise KlvaeError(f"model {config.name} builds its own {', '.join(refused)}; pass parts only to a model that "
+                         f"takes them ({', '.join(MODELS.where(lambda e: bool(e.get('parts'))))})")
+    return entry.builder(config, **given)

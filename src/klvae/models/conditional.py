@@ -19,10 +19,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.distributions import Distribution
 
+from klvae.bounds import given  # noqa: F401  (re-exported: the models' home of it)
 from klvae.distributions import diagonal_normal, scale_from_raw
 from klvae.errors import KlvaeError
-from klvae.generation import given  # noqa: F401  (re-exported: the models' home of it)
-from klvae.nets import ConvEncoder, mlp
+from klvae.latents import latent_family
+from klvae.nets import encoder_features, mlp
+from klvae.priors import PRIORS
 
 CONDITIONS = {
     "none": "no condition",
@@ -42,10 +44,11 @@ def check_condition(condition: str, conditional_prior: bool, latent: str, prior:
         return
     if num_classes is not None and num_classes < 2:
         raise KlvaeError(f"condition {condition!r} needs at least 2 classes; got num_classes {num_classes}")
-    if prior == "vamp":
-        raise KlvaeError("prior vamp encodes pseudo-inputs that carry no class label; use --prior standard or mog "
-                         "with --condition label")
-    if conditional_prior and (latent != "gaussian" or prior != "standard"):
+    if not PRIORS[prior].get("conditional", True):
+        raise KlvaeError(f"prior {prior} carries no class label (e.g. the VampPrior's pseudo-inputs); use --prior "
+                         "standard or mog with --condition label")
+    family = latent_family(latent)
+    if conditional_prior and not (family.geometry == "euclidean" and family.factorised and PRIORS[prior].get("own")):
         raise KlvaeError(f"conditional_prior is a Gaussian p(z|y) in place of the standard prior; it needs --latent "
                          f"gaussian and --prior standard (got latent {latent!r}, prior {prior!r})")
 
@@ -100,11 +103,7 @@ class ConditionalEncoder(nn.Module):
     def __init__(self, net: str, event_shape: tuple[int, ...], hidden: list[int], out: int, activation: str,
                  num_classes: int):
         super().__init__()
-        if net == "conv":
-            body = ConvEncoder(event_shape, hidden, out, activation)
-            self.features, width = body.conv, body.head[0].in_features
-        else:
-            self.features, width = nn.Flatten(), math.prod(event_shape)
+        self.features, width = encoder_features(net, event_shape, activation)
         self.head = mlp([width + num_classes, *hidden, out], activation)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -34,20 +34,22 @@ posterior means of active units and the point that ``reconstruct`` and ``interpo
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 from torch.distributions import Distribution, Independent, constraints
 
-from klvae.autoregressive import check_decoder
+from klvae import checks
+from klvae.checks import doc
 from klvae.distributions import diagonal_normal, scale_from_raw, standard_normal
 from klvae.errors import KlvaeError
-from klvae.generation import lerp, slerp
 from klvae.kl import kl
-from klvae.likelihoods import make_likelihood
-from klvae.nets import ACTIVATIONS, make_decoder, make_encoder, mlp
-from klvae.objectives import ElboTerms
+from klvae.latents import LatentFamily
+from klvae.models.parts import build_decoding, check_input, decode_with
+from klvae.models.vae import VAEConfig
+from klvae.nets import ACTIVATIONS, make_encoder, mlp
+from klvae.bounds import ElboTerms
 
 UNIT_RAW = math.log(math.e - 1)  # softplus(UNIT_RAW) = 1: a residual scale offset of 0 at raw 0
 BALANCE_FLOOR = 0.01  # nats added to each layer's KL before balancing (NVAE's), so no weight is 0
@@ -111,11 +113,11 @@ class _TopDown(Distribution):
         return torch.cat([z for _, z, _, _ in reversed(self._layers(at_mean=True))], -1)
 
 
-class HierarchicalFamily:
+class HierarchicalFamily(LatentFamily):
     """The latent "family" of the hierarchical model, in the interface of ``klvae.latents``: the
     encoder output h (N, 2 sum(latent_dims)) is the bottom-up evidence of every layer."""
 
-    def __init__(self, model: "HierarchicalVAE"):
+    def __init__(self, model: "HierarchicalVAE"):  # noqa: D107 (no LatentFamily.__init__: the model holds the sizes)
         self.model = model
         self.dims = model.dims
         self.params, self.decoder_dim = 2 * sum(self.dims), self.dims[0]
@@ -128,12 +130,6 @@ class HierarchicalFamily:
 
     def decoder_input(self, z: torch.Tensor) -> torch.Tensor:
         return z[..., : self.dims[0]]
-
-    def point(self, q: Distribution) -> torch.Tensor:
-        return q.mean
-
-    def path(self, za: torch.Tensor, zb: torch.Tensor, t: torch.Tensor, spherical: bool) -> torch.Tensor:
-        return (slerp if spherical else lerp)(za, zb, t)
 
 
 def _stack(width_in: int, widths: list[int], activation: str) -> nn.Sequential:
@@ -152,6 +148,25 @@ def check_hierarchical(spec) -> None:
     if spec.latent != "gaussian" or spec.prior != "standard":
         raise KlvaeError(f"model hvae has Gaussian layers and its own hierarchical prior; got latent {spec.latent!r}, "
                          f"prior {spec.prior!r}; use --latent gaussian --prior standard")
+    checks.boolean(spec, "residual", "kl_balance")
+
+
+@dataclass
+class HVAEConfig(VAEConfig):
+    """A hierarchical VAE's architecture: the VAE's options and its layers."""
+
+    name: str = field(default="hvae", metadata=doc("the model", internal=True))
+    latent_dims: list[int] = field(default_factory=list, metadata=doc(
+        "latent layer sizes, bottom to top, e.g. 100 50; latent_dim becomes their sum"))
+    residual: bool = field(default=False, metadata=doc(
+        "q(z_l|x,z_l+1) as offsets of p(z_l|z_l+1) (NVAE), not the precision-weighted merge"))
+    kl_balance: bool = field(default=False, metadata=doc(
+        "while the KL weight is below 1, weigh each layer's KL by its share (NVAE)"))
+
+    def validate(self) -> None:
+        check_hierarchical(self)
+        self.latent_dim = sum(self.latent_dims)  # the size of the concatenated latent (z_1, .., z_L)
+        super().validate()
 
 
 class HierarchicalVAE(nn.Module):
@@ -159,13 +174,10 @@ class HierarchicalVAE(nn.Module):
 
     def __init__(self, spec):
         super().__init__()
-        check_hierarchical(spec)
-        check_decoder(spec.decoder, spec.likelihood, spec.event_shape)
         self.spec, self.event_shape = spec, tuple(spec.event_shape)
         self.dims = tuple(spec.latent_dims)
         self.latent_dim = sum(self.dims)
         self.residual, self.balance, self.min_scale = spec.residual, spec.kl_balance, spec.min_scale
-        self.autoregressive = spec.decoder == "autoregressive"
         act, depth, hidden = spec.activation, len(spec.hidden), list(spec.hidden)
         self.encoder = nn.Sequential(make_encoder(spec.net, self.event_shape, hidden[:-1], hidden[-1], act),
                                      ACTIVATIONS[act]())  # d_1 = f_1(x): (N, hidden[-1])
@@ -175,20 +187,14 @@ class HierarchicalVAE(nn.Module):
         self.down = nn.ModuleList([_stack(self.dims[l + 1], [self.dims[l]] * depth, act) for l in range(len(self.dims) - 1)])
         self.conditional = nn.ModuleList([nn.Linear(d, 2 * d) for d in self.dims[:-1]])  # p(z_l | z_{l+1})
         self.offsets = nn.ModuleList([nn.Linear(d, 2 * d, bias=False) for d in self.dims[:-1]]) if self.residual else None
-        self.decoder = make_decoder(spec.net, self.event_shape, hidden, self.dims[0], act, spec.decoder)
-        self.likelihood = None if self.autoregressive else make_likelihood(
-            spec.likelihood, self.event_shape, spec.decoder_scale, spec.min_scale)
+        self.decoder, self.likelihood, self.out_shape = build_decoding(spec, self.dims[0])
         self.family = HierarchicalFamily(self)
 
     # --- the two passes -------------------------------------------------------------------------
     def encoder_output(self, x: torch.Tensor) -> torch.Tensor:
         """The bottom-up pass: each layer's evidence [mu^_l, raw sigma^_l] (or, with ``residual``, its
         part A_l d_l of q's offsets) concatenated bottom to top: (N, 2 sum(latent_dims))."""
-        if tuple(x.shape[1:]) != self.event_shape:
-            raise KlvaeError(
-                f"x must have shape (N, {', '.join(map(str, self.event_shape))}); got {tuple(x.shape)}; "
-                "reshape the data to the shape the model was trained on"
-            )
+        check_input(x, self.event_shape)
         d = self.encoder(x)
         evidence = [self.evidence[0](d)]
         for up, head in zip(self.up, self.evidence[1:]):
@@ -260,11 +266,7 @@ class HierarchicalVAE(nn.Module):
         return self._decode_bottom(self.family.decoder_input(z))
 
     def _decode_bottom(self, z1: torch.Tensor) -> Distribution:
-        lead = z1.shape[:-1]
-        h = z1.reshape(-1, self.dims[0])
-        if self.autoregressive:
-            return self.decoder(h.view(*lead, -1))
-        return self.likelihood(self.decoder(h).view(*lead, *self.event_shape), len(self.event_shape))
+        return decode_with(self, z1)
 
     def elbo_terms(self, x: torch.Tensor, kl_estimator: str = "auto", kl_samples: int = 1,
                    samples: int = 1) -> HierarchicalElboTerms:

@@ -1,9 +1,9 @@
 """The VAE: encoder x -> q(z|x), prior p(z), decoder z -> p(x|z), all distributions.
 
-The latent family (Gaussian, vMF, Power Spherical, von Mises, spike-and-slab), the prior
-(the family's standard one, a learned mixture of Gaussians, or a VampPrior) and the decoder
-(factorised, or autoregressive over image rows) are options of the spec; nothing else in the
-library depends on which they are.
+The latent family, the prior, the network body, the decoder and the likelihood are registry
+entries named in the model's config (:class:`VAEConfig`); nothing else in the library depends on
+which they are. Any of the encoder, decoder, prior and likelihood can instead be a module passed
+from Python (``VAE(config, encoder=..., decoder=...)``; the config then records "custom").
 
 With ``condition="label"`` the same model is a conditional VAE (klvae.models.conditional):
 ``encode``, ``decode`` and ``prior`` take the class labels as ``condition`` and give q(z|x, y),
@@ -17,88 +17,126 @@ import torch
 import torch.nn as nn
 from torch.distributions import Distribution
 
-from klvae.autoregressive import check_decoder
+from klvae import checks
+from klvae.checks import doc
 from klvae.errors import KlvaeError
-from klvae.latents import check_combination, make_latent
-from klvae.likelihoods import make_likelihood
-from klvae.models.conditional import ClassGaussianPrior, ConditionalEncoder, check_condition, join, one_hot
-from klvae.nets import make_decoder, make_encoder
+from klvae.latents import LATENTS, make_latent
+from klvae.likelihoods import LIKELIHOODS
+from klvae.models.conditional import CONDITIONS, ClassGaussianPrior, ConditionalEncoder, check_condition, join, one_hot
+from klvae.models.parts import CUSTOM, build_decoding, check_input, check_parts, decode_with
+from klvae.nets import ACTIVATIONS, DECODERS, NETS, check_decoder, make_encoder, pick_net
+from klvae.priors import PRIORS, check_prior
 
 
 @dataclass
-class ModelSpec:
-    """The architecture of a model: what ``model.json`` stores next to the weights."""
+class VAEConfig:
+    """The architecture of a VAE: what ``model.json`` stores next to the weights. ``event_shape``
+    and ``num_classes`` come from the data; the rest are options. Validated on construction."""
 
-    event_shape: list[int]
-    latent_dim: int = 16
-    hidden: list[int] = field(default_factory=lambda: [256, 256])
-    net: str = "mlp"  # "mlp" | "conv" (already resolved)
-    activation: str = "relu"
-    likelihood: str = "bernoulli"  # "bernoulli" | "gaussian" (already resolved)
-    decoder_scale: float | None = None
-    min_scale: float = 1e-4
-    latent: str = "gaussian"
-    prior: str = "standard"
-    prior_components: int = 10  # mixture components (mog) or pseudo-inputs (vamp)
-    sparsity: float = 0.5  # spike-and-slab prior: probability that a dimension is on
-    model: str = "vae"
-    decoder: str = "factorised"  # "factorised" | "autoregressive" (a row GRU, Bernoulli images only)
-    condition: str = "none"  # "none" | "label" (a conditional VAE on the one-hot class label)
-    num_classes: int = 0  # C, the number of classes of the condition (labels 0..C-1); 0 without one
-    conditional_prior: bool = False  # condition "label": a learned Gaussian p(z|y) per class, else the standard p(z)
+    event_shape: list[int] | None = field(default=None, metadata=doc("the data's shape (from the data)", internal=True))
+    latent_dim: int = field(default=16, metadata=doc("latent dimensions D"))
+    hidden: list[int] = field(default_factory=lambda: [256, 256], metadata=doc(
+        "hidden layer widths of the encoder (the decoder mirrors them), e.g. 512 512"))
+    net: str = field(default="mlp", metadata=doc("network body; auto: conv for 28x28 / 64x64 images, else mlp",
+                                                  registry=NETS, extra=("auto",)))
+    activation: str = field(default="relu", metadata=doc("activation of the hidden layers", choices=tuple(ACTIVATIONS)))
+    likelihood: str = field(default="bernoulli", metadata=doc(
+        "p(x|z); auto: bernoulli for binary or binarised data, else gaussian", registry=LIKELIHOODS, extra=("auto",)))
+    decoder_scale: float | None = field(default=None, metadata=doc(
+        "gaussian likelihood: a fixed scale; unset: learned per data element"))
+    min_scale: float = field(default=1e-4, metadata=doc(
+        "floor added to softplus scales; keeps log q finite as a scale goes to 0"))
+    latent: str = field(default="gaussian", metadata=doc("latent family of q(z|x) and its prior", registry=LATENTS))
+    prior: str = field(default="standard", metadata=doc("p(z): the family's own, or a learned one", registry=PRIORS))
+    prior_components: int = field(default=10, metadata=doc("mog: mixture components; vamp: pseudo-inputs"))
+    sparsity: float = field(default=0.5, metadata=doc("spike-slab prior: probability that a latent dimension is on"))
+    name: str = field(default="vae", metadata=doc("the model (see `klvae models`)", internal=True))
+    decoder: str = field(default="factorised", metadata=doc("how p(x|z) is built from z", registry=DECODERS))
+    condition: str = field(default="none", metadata=doc(
+        "label: encoder, decoder (and with --conditional-prior the prior) see the one-hot class label",
+        choices=tuple(CONDITIONS)))
+    num_classes: int = field(default=0, metadata=doc("classes of the condition (from the data)", internal=True))
+    conditional_prior: bool = field(default=False, metadata=doc(
+        "with --condition label: a learned Gaussian p(z|y) per class instead of the standard p(z)"))
 
     def __post_init__(self) -> None:
-        check_decoder(self.decoder, self.likelihood, self.event_shape)
-        check_condition(self.condition, self.conditional_prior, self.latent, self.prior, self.num_classes)
+        self.validate()
+
+    def validate(self) -> None:
+        """Every option of the model, once; those that depend on the data when it is known."""
+        checks.positive_int(self, "latent_dim", "prior_components")
+        checks.non_negative_int(self, "num_classes")
+        checks.int_list(self, "hidden", "positive layer widths like [256, 256]")
+        checks.choice(self, "activation", tuple(ACTIVATIONS))
+        checks.choice(self, "net", NETS, ("auto", CUSTOM))
+        checks.choice(self, "likelihood", LIKELIHOODS, ("auto", CUSTOM))
+        checks.choice(self, "latent", LATENTS)
+        checks.choice(self, "prior", PRIORS, (CUSTOM,))
+        checks.choice(self, "decoder", DECODERS)
+        checks.within(self, "min_scale", 0, 1)
+        checks.within(self, "sparsity", 0, 1)
+        checks.boolean(self, "conditional_prior")
+        if self.decoder_scale is not None:
+            checks.number(self, "decoder_scale")
+            if self.decoder_scale <= 0:
+                raise KlvaeError(f"decoder_scale must be > 0 (or null for a learned scale); got {self.decoder_scale}")
+        if self.prior != CUSTOM:
+            check_prior(self.prior, self.latent)
+        check_condition(self.condition, self.conditional_prior, self.latent,
+                        "standard" if self.prior == CUSTOM else self.prior, self.num_classes or None)
+        if self.event_shape is not None:  # the data are known: resolve what "auto" left open
+            self.event_shape = [int(n) for n in self.event_shape]
+            self.net = pick_net(tuple(self.event_shape), self.net)
+            self.likelihood = "bernoulli" if self.likelihood == "auto" else self.likelihood
+            if self.likelihood != CUSTOM:
+                check_decoder(self.decoder, self.likelihood, self.event_shape)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "ModelSpec":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+    def options(cls) -> list:
+        """The fields a user sets (not those filled from the data)."""
+        return [f for f in fields(cls) if not f.metadata.get("internal")]
 
 
 class VAE(nn.Module):
     """x: (N, *event_shape) -> q(z|x) with batch (N,); z: (*S, D) -> p(x|z) with batch (*S).
 
-    A conditional model (``spec.condition == "label"``) needs ``condition``, the class labels (N,)
+    ``encoder``, ``decoder``, ``prior``, ``likelihood``: modules passed from Python in place of the
+    registered ones (see klvae.models.parts): the encoder maps x to (N, family.params) (for a
+    conditional model it is called as encoder(x, y_one_hot)), the decoder maps the family's decoder
+    input (B, family.decoder_dim [+ C]) to the likelihood's parameters, the prior's ``forward()``
+    gives p(z), the likelihood maps the decoder output to p(x|z).
+
+    A conditional model (``config.condition == "label"``) needs ``condition``, the class labels (N,)
     (or class probabilities (N, C)), in ``encode``, ``decode`` and ``prior``; for ``decode`` the
     labels' batch is a suffix of z's (*S), e.g. (N,) for z: (K, N, D)."""
 
-    def __init__(self, spec: ModelSpec):
+    def __init__(self, spec: VAEConfig, encoder: nn.Module | None = None, decoder: nn.Module | None = None,
+                 prior: nn.Module | None = None, likelihood: nn.Module | None = None):
         super().__init__()
-        check_combination(spec.latent, spec.prior)
-        check_decoder(spec.decoder, spec.likelihood, spec.event_shape)
+        check_parts(spec, {"encoder": encoder, "decoder": decoder, "prior": prior, "likelihood": likelihood})
         self.spec = spec
-        self.autoregressive = spec.decoder == "autoregressive"
         self.event_shape = tuple(spec.event_shape)
         self.latent_dim = spec.latent_dim
         self.num_classes = spec.num_classes if spec.condition != "none" else 0
-        self.family = make_latent(spec.latent, spec.latent_dim, spec.min_scale, spec.sparsity)
-        if self.num_classes:
+        self.family = make_latent(spec)
+        if encoder is not None:
+            self.encoder = encoder
+        elif self.num_classes:
             self.encoder = ConditionalEncoder(spec.net, self.event_shape, spec.hidden, self.family.params,
                                               spec.activation, self.num_classes)
         else:
             self.encoder = make_encoder(spec.net, self.event_shape, spec.hidden, self.family.params, spec.activation)
-        self.decoder = make_decoder(spec.net, self.event_shape, spec.hidden, self.family.decoder_dim + self.num_classes,
-                                    spec.activation, spec.decoder)
-        # the autoregressive decoder is its own likelihood (it returns the distribution)
-        self.likelihood = None if self.autoregressive else make_likelihood(
-            spec.likelihood, self.event_shape, spec.decoder_scale, spec.min_scale)
-        self.learned_prior = self._learned_prior(spec)
+        self.decoder, self.likelihood, self.out_shape = build_decoding(
+            spec, self.family.decoder_dim + self.num_classes, decoder, likelihood)
+        self.learned_prior = prior if prior is not None else self._learned_prior(spec)
 
-    def _learned_prior(self, spec: ModelSpec) -> nn.Module | None:
+    def _learned_prior(self, spec: VAEConfig) -> nn.Module | None:
         if spec.conditional_prior:
             return ClassGaussianPrior(self.num_classes, spec.latent_dim)
-        if spec.prior == "standard":
-            return None
-        from klvae.priors import MixturePrior, VampPrior
-
-        if spec.prior == "mog":
-            return MixturePrior(spec.latent_dim, spec.prior_components)
-        return VampPrior(spec.latent_dim, spec.prior_components, self.event_shape, self.encode)
+        return PRIORS.build(spec.prior, spec, self)
 
     def encode(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> Distribution:
         """q(z|x) (or q(z|x, y)): batch_shape (N,), event_shape (D,)."""
@@ -107,17 +145,18 @@ class VAE(nn.Module):
     def encoder_output(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         """The encoder's raw output, (N, family.params), from which ``family.posterior`` builds
         q(z|x) (DReG rebuilds q from it detached)."""
-        if tuple(x.shape[1:]) != self.event_shape:
-            raise KlvaeError(
-                f"x must have shape (N, {', '.join(map(str, self.event_shape))}); got {tuple(x.shape)}; "
-                "reshape the data to the shape the model was trained on"
-            )
+        check_input(x, self.event_shape)
         y = self._one_hot(condition, x)
         if y is None:
-            return self.encoder(x)
-        if y.shape[:-1] != x.shape[:1]:
+            h = self.encoder(x)
+        elif y.shape[:-1] != x.shape[:1]:
             raise KlvaeError(f"condition must hold one label per data point, ({len(x)},); got {tuple(y.shape[:-1])}")
-        return self.encoder(x, y)
+        else:
+            h = self.encoder(x, y)
+        if h.shape != (len(x), self.family.params):
+            raise KlvaeError(f"the encoder must output (N, {self.family.params}) for latent {self.spec.latent} of "
+                             f"dimension {self.latent_dim}; got {tuple(h.shape)}")
+        return h
 
     def decode(self, z: torch.Tensor, condition: torch.Tensor | None = None) -> Distribution:
         """p(x|z) (or p(x|z, y)) for z: (*S, D): batch_shape (*S), event_shape = the data's."""
@@ -128,10 +167,7 @@ class VAE(nn.Module):
         y = self._one_hot(condition, z)
         if y is not None:  # the one-hot of each z's data point, (*S, C), joined to the decoder input
             h = join(h.view(*lead, -1), y).reshape(-1, h.shape[-1] + self.num_classes)
-        if self.autoregressive:
-            return self.decoder(h.view(*lead, -1))
-        out = self.decoder(h)
-        return self.likelihood(out.view(*lead, *self.event_shape), len(self.event_shape))
+        return decode_with(self, h.view(*lead, -1))
 
     def prior(self, condition: torch.Tensor | None = None) -> Distribution:
         """p(z): the family's standard prior, or the learned one; p(z|y) with batch_shape (N,) for

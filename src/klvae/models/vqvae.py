@@ -35,20 +35,23 @@ hard posterior KL(q || p) = -log p(codes).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.distributions import Distribution, Independent, OneHotCategorical
 
-from klvae.autoregressive import check_decoder
+from klvae import checks
+from klvae.checks import doc
 from klvae.errors import KlvaeError
-from klvae.generation import lerp, slerp
 from klvae.kl import kl
-from klvae.likelihoods import make_likelihood
-from klvae.nets import make_decoder, make_encoder
-from klvae.objectives import ElboTerms
+from klvae.latents import LatentFamily
+from klvae.models.parts import build_decoding, check_input, decode_with
+from klvae.models.vae import VAEConfig
+from klvae.nets import make_encoder
+from klvae.bounds import ElboTerms
+from klvae.paths import lerp, slerp
 
 QUANTIZERS = ("vq-ema", "vq", "gumbel")
 EMA_DECAY = 0.99  # codebook and code-count moving averages
@@ -86,8 +89,17 @@ def code_perplexity(probs: torch.Tensor) -> torch.Tensor:
     return torch.exp(-(mean * mean.clamp_min(1e-30).log()).sum()).to(probs.dtype)
 
 
-class CodeFamily:
+class CodeFamily(LatentFamily):
     """The latent "family" of VQ-VAE in the interface of ``klvae.latents`` (point and path)."""
+
+    geometry = "discrete"
+
+    def __init__(self):  # noqa: D107 (the model holds the sizes)
+        pass
+
+    def traversal(self, steps, span, device):
+        raise KlvaeError("traversals sweep continuous latent coordinates, and model vqvae has discrete codes; "
+                         "use sample or interpolate instead")
 
     def point(self, q: Distribution) -> torch.Tensor:
         """The mode of q: one-hot codes (N, P, K)."""
@@ -116,22 +128,41 @@ def check_vqvae(spec) -> None:
                          f"prior {spec.prior!r}; drop --latent and --prior")
 
 
+@dataclass
+class VQVAEConfig(VAEConfig):
+    """A VQ-VAE's architecture: the VAE's network options and its codebook."""
+
+    name: str = field(default="vqvae", metadata=doc("the model", internal=True))
+    codes: int = field(default=512, metadata=doc("codebook size K; the code dimension is --latent-dim"))
+    positions: int = field(default=16, metadata=doc(
+        "codes per data point (the encoder outputs positions x latent_dim values)"))
+    commitment: float = field(default=0.25, metadata=doc(
+        "weight of the commitment loss (van den Oord et al.'s beta; --beta weighs the KL)"))
+    quantizer: str = field(default="vq-ema", metadata=doc(
+        "vq-ema: EMA codebook; vq: codebook loss; gumbel: relaxed, hardening into VQ", choices=QUANTIZERS))
+    temperature: float = field(default=1.0, metadata=doc(
+        "gumbel: the starting temperature, annealed exponentially to 0.1 over --temperature-steps"))
+    temperature_steps: int = field(default=10_000, metadata=doc(
+        "gumbel: training steps of the annealing; then hard straight-through samples"))
+
+    def validate(self) -> None:
+        checks.number(self, "commitment", "temperature")
+        check_vqvae(self)
+        super().validate()
+
+
 class VQVAE(nn.Module):
     """x: (N, *event_shape) -> q(z|x), a categorical over K codes at each of P positions;
     z: (*S, P, K) one-hot (or relaxed) -> p(x | z @ codebook) with batch (*S)."""
 
     def __init__(self, spec):
         super().__init__()
-        check_vqvae(spec)
-        check_decoder(spec.decoder, spec.likelihood, spec.event_shape)
         self.spec, self.event_shape = spec, tuple(spec.event_shape)
         self.latent_dim, self.codes, self.positions = spec.latent_dim, spec.codes, spec.positions
-        self.quantizer, self.autoregressive = spec.quantizer, spec.decoder == "autoregressive"
+        self.quantizer = spec.quantizer
         flat = self.positions * self.latent_dim
         self.encoder = make_encoder(spec.net, self.event_shape, spec.hidden, flat, spec.activation)
-        self.decoder = make_decoder(spec.net, self.event_shape, spec.hidden, flat, spec.activation, spec.decoder)
-        self.likelihood = None if self.autoregressive else make_likelihood(
-            spec.likelihood, self.event_shape, spec.decoder_scale, spec.min_scale)
+        self.decoder, self.likelihood, self.out_shape = build_decoding(spec, flat)
         codebook = torch.randn(self.codes, self.latent_dim)
         if self.quantizer == "vq-ema":
             self.register_buffer("codebook", codebook)
@@ -147,11 +178,7 @@ class VQVAE(nn.Module):
     # --- the library's interface ------------------------------------------------------------------
     def encoder_output(self, x: torch.Tensor) -> torch.Tensor:
         """z_e: (N, P, D)."""
-        if tuple(x.shape[1:]) != self.event_shape:
-            raise KlvaeError(
-                f"x must have shape (N, {', '.join(map(str, self.event_shape))}); got {tuple(x.shape)}; "
-                "reshape the data to the shape the model was trained on"
-            )
+        check_input(x, self.event_shape)
         return self.encoder(x).view(len(x), self.positions, self.latent_dim)
 
     def code_logits(self, z_e: torch.Tensor) -> torch.Tensor:
@@ -187,11 +214,7 @@ class VQVAE(nn.Module):
 
     def _decode_vectors(self, z_q: torch.Tensor) -> Distribution:
         """p(x | z_q) for code vectors z_q: (*S, P, D)."""
-        lead = z_q.shape[:-2]
-        h = z_q.reshape(-1, self.positions * self.latent_dim)
-        if self.autoregressive:
-            return self.decoder(h.view(*lead, -1))
-        return self.likelihood(self.decoder(h).view(*lead, *self.event_shape), len(self.event_shape))
+        return decode_with(self, z_q.reshape(*z_q.shape[:-2], self.positions * self.latent_dim))
 
     @torch.no_grad()
     def fit_prior(self, x: torch.Tensor, batch_size: int = 1000) -> "VQVAE":

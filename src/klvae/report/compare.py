@@ -1,7 +1,6 @@
 """Runs side by side: one summary per run directory, a table of them, and their KL curves."""
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import Any
 from klvae.config import TrainConfig
 from klvae.diagnostics import collapse_verdict
 from klvae.errors import KlvaeError
-from klvae.run import CONFIG, METRICS, atomic_write, read_metrics
+from klvae.run import METRICS, RunDir, atomic_write
 
 # (summary key, table header); figures in nats per data point
 COLUMNS = (("run", "run"), ("data", "data"), ("latent", "latent"), ("beta", "beta"),
@@ -26,10 +25,7 @@ def _finite(value: Any) -> float | None:
 
 def metrics_of(run_dir: Path) -> list[dict[str, float]]:
     """The rows of metrics.csv; a damaged file is a one-line error."""
-    try:
-        return read_metrics(run_dir)
-    except (ValueError, OSError) as err:
-        raise KlvaeError(f"{run_dir / METRICS} cannot be read ({type(err).__name__}: {err}); retrain the run") from None
+    return RunDir(run_dir).metrics()
 
 
 def final_verdict(config: TrainConfig, rows: list[dict[str, float]]) -> tuple[bool, str] | None:
@@ -47,24 +43,22 @@ def read_run(run: str | Path) -> tuple[Path, TrainConfig, list[dict[str, float]]
     run_dir = Path(run)
     if not run_dir.is_dir():
         raise KlvaeError(f"run directory {run_dir} does not exist; pass the --out directory of a `klvae train` run")
-    if not (run_dir / CONFIG).is_file():
-        raise KlvaeError(f"{run_dir} is not a klvae run (no {CONFIG}); pass the --out directory of a `klvae train` run")
+    config = RunDir(run_dir).config()
     rows = metrics_of(run_dir)
     if not rows:
         raise KlvaeError(f"{run_dir} has no metrics ({METRICS} missing or empty); let `klvae train --out {run_dir}` "
                          "finish an epoch, or leave the run out")
-    return run_dir, TrainConfig.from_yaml(run_dir / CONFIG), rows
+    return run_dir, config, rows
 
 
 def iwae_test_nll(run_dir: Path) -> float | None:
     """IWAE NLL (nats) of eval_test.json, None without one."""
-    path = run_dir / "eval_test.json"
-    if not path.is_file():
+    result = RunDir(run_dir).results("eval_test").get("eval_test")
+    if result is None:
         return None
-    try:
-        return _finite(json.loads(path.read_text()).get("nll_iwae"))
-    except (ValueError, AttributeError):
-        raise KlvaeError(f"{path} is not a JSON result; rerun `klvae evaluate {run_dir}`") from None
+    if not isinstance(result, dict):
+        raise KlvaeError(f"{run_dir / 'eval_test.json'} is not a JSON result; rerun `klvae evaluate {run_dir}`")
+    return _finite(result.get("nll_iwae"))
 
 
 def summarise(name: str, run_dir: Path, config: TrainConfig, rows: list[dict[str, float]]) -> dict[str, Any]:
@@ -74,7 +68,7 @@ def summarise(name: str, run_dir: Path, config: TrainConfig, rows: list[dict[str
     verdict = final_verdict(config, rows)
     collapsed = verdict[0] if verdict else (bool(last["collapsed"]) if _finite(last.get("collapsed")) is not None else None)
     active = _finite(last.get("active_units"))
-    return {"run": name, "path": str(run_dir), "data": config.data, "latent": config.latent,
+    return {"run": name, "path": str(run_dir), "data": config.data.name, "latent": config.latent,
             "latent_dim": config.latent_dim, "beta": config.beta, "kl_schedule": config.kl_schedule,
             "free_bits": config.free_bits, "epochs": int(last.get("epoch", len(rows))),
             "best_val_elbo": max(elbos) if elbos else None, "last_val_kl": _finite(last.get("val_kl")),

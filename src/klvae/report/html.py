@@ -2,18 +2,15 @@
 from __future__ import annotations
 
 import base64
-import csv
 import html
-import json
 from pathlib import Path
 
 from klvae.config import TrainConfig
 from klvae.errors import KlvaeError
 from klvae.report import plots
-from klvae.report.compare import final_verdict, metrics_of
-from klvae.run import atomic_write, check_run_dir, load_config
+from klvae.report.compare import final_verdict
+from klvae.run import STEPS, RunDir, atomic_write
 
-STEPS = "steps.csv"
 # alt text of each figure the report draws
 FIGURES = {"curves": "ELBO, reconstruction, KL and KL weight per epoch",
            "kl_steps": "KL weight per training step",
@@ -31,20 +28,9 @@ STYLE = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#22
          ".unknown{background:#eeeeee;border:2px solid #888}")
 
 
-def _float(value: str | None) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return float("nan")
-
-
 def read_steps(run_dir: str | Path) -> list[dict[str, float]]:
     """Rows of steps.csv (per-step KL weight and batch means); [] without the file."""
-    path = Path(run_dir) / STEPS
-    if not path.is_file():
-        return []
-    with path.open(newline="") as fh:
-        return [{k: _float(v) for k, v in row.items() if k} for row in csv.DictReader(fh)]
+    return RunDir(run_dir).metrics(STEPS)
 
 
 def _table(rows: dict) -> str:
@@ -99,7 +85,7 @@ def config_section(config: TrainConfig, rows: list[dict[str, float]]) -> str:
         schedule += f" ({config.kl_cycles} cycles over {config.kl_steps} steps)"
     elif schedule != "constant":
         schedule += f" (over {config.kl_steps} steps)"
-    summary = {"model": config.model, "data": config.data, "latent": f"{config.latent}, {config.latent_dim} dimensions",
+    summary = {"model": config.model.name, "data": config.data.name, "latent": f"{config.latent}, {config.latent_dim} dimensions",
                "prior": config.prior, "beta": config.beta, "kl_schedule": schedule,
                "free_bits": f"{config.free_bits:g} nats" + (f" per {config.free_bits_group} dimensions"
                                                              if config.free_bits_group > 1 else ""),
@@ -135,39 +121,36 @@ def training_sections(rows: list[dict[str, float]], steps: list[dict[str, float]
     return parts
 
 
-def picture_sections(run_dir: Path) -> list[str]:
+def picture_sections(run: RunDir) -> list[str]:
     """The image grids the run directory holds (samples, reconstructions, interpolation)."""
-    return [_img((run_dir / name).read_bytes(), caption, " class='grid'")
-            for name, caption in PICTURES if (run_dir / name).is_file()]
+    captions = dict(PICTURES)
+    return [_img(data, captions[name], " class='grid'") for name, data in run.pictures(tuple(captions)).items()]
 
 
-def evaluation_sections(run_dir: Path) -> list[str]:
+def evaluation_sections(run: RunDir) -> list[str]:
     """One table per eval_<split>.json."""
     parts = []
-    for path in sorted(run_dir.glob("eval_*.json")):
-        try:
-            result = dict(json.loads(path.read_text()))
-        except (ValueError, TypeError):
-            raise KlvaeError(f"{path} is not a JSON result; rerun `klvae evaluate {run_dir}`") from None
-        result.pop("kl_per_dim", None)
-        parts += [f"<h2>Evaluation ({html.escape(path.stem[5:])} split)</h2>", _table(result)]
+    for name, result in run.results("eval_").items():
+        if not isinstance(result, dict):
+            raise KlvaeError(f"{run.file(name + '.json')} is not a JSON result; rerun `klvae evaluate {run.path}`")
+        result = {k: v for k, v in result.items() if k != "kl_per_dim"}
+        parts += [f"<h2>Evaluation ({html.escape(name[5:])} split)</h2>", _table(result)]
     return parts
 
 
 def write_report(run_dir: str | Path) -> Path:
     """Write ``report.html`` in the run directory from what it holds; returns its path."""
-    run_dir = check_run_dir(run_dir)
-    config = load_config(run_dir)
-    rows = metrics_of(run_dir)
+    run = RunDir.open(run_dir)
+    run_dir, config, rows = run.path, run.config(), run.metrics()
     parts = [f"<h1>klvae run: {html.escape(run_dir.name)}</h1>",
-             f"<p>{html.escape(config.model)} on <b>{html.escape(config.data)}</b>, latent dim {config.latent_dim}, "
+             f"<p>{html.escape(config.model.name)} on <b>{html.escape(config.data.name)}</b>, latent dim {config.latent_dim}, "
              f"beta {config.beta}, {len(rows)} epochs. All figures in nats per data point.</p>",
              verdict_section(config, rows), config_section(config, rows),
              *training_sections(rows, read_steps(run_dir), config.latent_dim)]
-    pictures = picture_sections(run_dir)
+    pictures = picture_sections(run)
     if pictures:
         parts += ["<h2>Pictures</h2>", *pictures]
-    parts += evaluation_sections(run_dir)
+    parts += evaluation_sections(run)
     if rows:
         last = {k: v for k, v in rows[-1].items() if not k.startswith("kl_dim_")}
         parts += ["<h2>Last epoch</h2>", _table(last)]

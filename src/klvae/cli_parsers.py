@@ -1,0 +1,124 @@
+"""The parsers of the commands that read a run (``klvae evaluate``, ``score``, ``sample``, ...):
+every option with a one-line help that lists its choices and its default."""
+from __future__ import annotations
+
+SPLITS = ("train", "val", "test")
+
+
+def _run(p) -> None:
+    p.add_argument("run", help="a run directory (the --out of `klvae train`)")
+
+
+def _split(p) -> None:
+    p.add_argument("--split", default="test", choices=SPLITS,
+                   help="the data split to read; choices: train, val, test (default: test)")
+
+
+def _common(p, seed: bool = True, json: bool = True, batch: bool = False) -> None:
+    p.add_argument("--data-dir", default=None, help="data folder (default: the run's, else $KLVAE_DATA, else ./data)")
+    if seed:
+        p.add_argument("--seed", type=int, default=0, help="seed of the draws (default: 0)")
+    if batch:
+        p.add_argument("--batch-size", type=int, default=None, help="data points per batch (default: planned from "
+                                                                   "the size of the data and of K)")
+    if json:
+        p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+
+
+def evaluate_parser(sub) -> None:
+    p = sub.add_parser("evaluate", help="test ELBO, KL, active units and IWAE NLL of a run")
+    _run(p)
+    _split(p)
+    p.add_argument("--iwae-k", type=int, default=1000, help="importance samples of the IWAE bound (papers use 5000; "
+                                                             "default: 1000)")
+    _common(p, batch=True)
+
+
+def score_parser(sub) -> None:
+    from klvae.evaluation.anomaly import SCORES
+
+    p = sub.add_parser("score", help="per-example anomaly scores of a run on any data; AUROC / AUPRC")
+    _run(p)
+    p.add_argument("--data", default=None, metavar="NAME|PATH", help="data set or file to score (default: the run's "
+                                                                     "own; see `klvae datasets`)")
+    _split(p)
+    p.add_argument("--score", nargs="+", default=None, metavar="NAME",
+                   help="scores to compute; choices: " + "; ".join(f"{k}: {v}" for k, v in SCORES.items())
+                        + " (default: all)")
+    p.add_argument("--iwae-k", type=int, default=100, help="importance samples of the iwae-based scores (default: 100)")
+    p.add_argument("--anomalous-labels", nargs="+", type=int, default=None, metavar="LABEL",
+                   help="the examples of these classes are the anomalies, e.g. --anomalous-labels 3")
+    p.add_argument("--ood-data", default=None, metavar="NAME|PATH",
+                   help="a second data set, scored as the anomalies (its --ood-split)")
+    p.add_argument("--ood-split", default="test", choices=SPLITS, help="split of --ood-data; choices: train, val, "
+                                                                       "test (default: test)")
+    p.add_argument("--reference-size", type=int, default=2000,
+                   help="training points whose mean NLL centres the typicality score (default: 2000)")
+    p.add_argument("--out", default=None, metavar="CSV", help="write the per-example scores here")
+    _common(p, batch=True)
+
+
+def sample_parser(sub) -> None:
+    from klvae.generation import SAMPLERS
+
+    p = sub.add_parser("sample", help="decoder means of draws of z: a grid, and their quality")
+    _run(p)
+    p.add_argument("-n", type=int, default=64, help="number of samples (default: 64)")
+    p.add_argument("--out", default=None, metavar="PNG", help="write a grid of the samples here")
+    p.add_argument("--from", dest="source", default="prior", metavar="SAMPLER",
+                   help="where z comes from; choices: " + SAMPLERS.help() + " (default: prior)")
+    p.add_argument("--components", type=int, default=10, help="Gaussians of the aggregate mixture (default: 10)")
+    p.add_argument("--class", dest="label", type=int, default=None, metavar="C",
+                   help="a conditional run (--condition label): draw from p(z|y=C) and decode with y=C")
+    p.add_argument("--quality", action="store_true",
+                   help="Fréchet distance to the test images in the features of klvae's own classifier (not "
+                        "Inception FID) and class coverage; runs on mnist, binarized-mnist, fashion-mnist, digits")
+    p.add_argument("--cache-dir", default=None,
+                   help="where the quality classifier is kept (default: $KLVAE_CACHE, else ~/.cache/klvae)")
+    _common(p)
+
+
+def picture_parsers(sub) -> None:
+    p = sub.add_parser("interpolate", help="morph data point A into B through latent space")
+    _run(p)
+    p.add_argument("--a", type=int, required=True, help="index of the first data point in the split")
+    p.add_argument("--b", type=int, required=True, help="index of the last data point in the split")
+    p.add_argument("--steps", type=int, default=10, help="pictures along the path, ends included (default: 10)")
+    p.add_argument("--slerp", action="store_true", help="spherical instead of linear (a latent's own geometry "
+                                                        "decides on the sphere and the torus)")
+    _split(p)
+    p.add_argument("--out", required=True, metavar="PNG", help="write the row of pictures here")
+    _common(p, seed=False, json=False)
+
+    p = sub.add_parser("reconstruct", help="inputs above, reconstructions below")
+    _run(p)
+    p.add_argument("-n", type=int, default=16, help="data points from the start of the split (default: 16)")
+    _split(p)
+    p.add_argument("--out", required=True, metavar="PNG", help="write the grid here")
+    _common(p, seed=False, json=False)
+
+    p = sub.add_parser("traverse", help="latent traversals: one row per dimension, sorted by KL")
+    _run(p)
+    p.add_argument("--out", required=True, metavar="PNG", help="write the grid here")
+    p.add_argument("--index", type=int, default=0, help="the data point whose latent point is swept (default: 0)")
+    p.add_argument("--steps", type=int, default=10, help="pictures per row (default: 10)")
+    p.add_argument("--span", type=float, default=3.0, help="sweep [-span, span] prior standard deviations (default: 3)")
+    _split(p)
+    _common(p, seed=False, json=False)
+
+
+def run_parsers(sub) -> None:
+    p = sub.add_parser("disentanglement", help="BetaVAE, FactorVAE, MIG, DCI and SAP scores on dSprites")
+    _run(p)
+    p.add_argument("--data", default="dsprites-generated", choices=("dsprites-generated", "dsprites-grid", "dsprites"),
+                   help="where the factor combinations come from; choices: dsprites-generated (the generator), "
+                        "dsprites-grid (the real factorial grid), dsprites (the official file) (default: the generator)")
+    _common(p)
+
+    p = sub.add_parser("report", help="write report.html of a run")
+    _run(p)
+
+    p = sub.add_parser("compare", help="a table and a plot of the KL of several runs")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
+    p.add_argument("--out", default="compare.png", help="PNG of val KL and KL weight per epoch (default: compare.png)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")

@@ -1,0 +1,80 @@
+"""The non-finite guard (vdvae's ``skipped_updates``): a step whose loss or gradient is NaN/Inf is
+skipped and counted, and ``max_bad_steps`` of them in a row stop the run naming the step.
+
+The verdict stays on the device: one fused finite check per step gives a 0-dim flag that a fused
+optimiser (``Adam(fused=True)``) reads as ``found_inf``, as it does under AMP's GradScaler, and
+skips its update on the device; the counters are device tensors too. Only the stop rule reads a
+counter on the host, every step on the CPU (where reading is free) and every
+:data:`CHECK_EVERY` steps elsewhere. A skipped step still counts as a step (Lightning's
+``global_step``, as under AMP): the KL schedule and steps.csv's numbering go on.
+"""
+from __future__ import annotations
+
+import torch
+
+from klvae.errors import KlvaeError
+
+CHECK_EVERY = 16  # accelerator steps between the host's reads of the stop rule (each read is a sync)
+
+
+class NonFiniteGuard:
+    """Device-side counters of skipped steps: ``skipped`` in all, ``streak`` (bad in a row) now,
+    ``tripped`` the step at which a streak reached ``max_bad_steps`` (-1: none)."""
+
+    def __init__(self, max_bad_steps: int, device: torch.device | str = "cpu"):
+        self.max_bad_steps = max_bad_steps
+        self.to(torch.device(device))
+
+    def to(self, device: torch.device, state: dict | None = None) -> "NonFiniteGuard":
+        """Move the counters to ``device`` (keeping them, or setting them from ``state``)."""
+        state = state or (self.state_dict() if hasattr(self, "skipped") else {})
+        long = {"dtype": torch.long, "device": device}
+        self.skipped = torch.tensor(int(state.get("skipped_steps", 0)), **long)
+        self.streak = torch.tensor(int(state.get("bad_in_a_row", 0)), **long)
+        self.tripped = torch.tensor(-1, **long)
+        self.check_every = 1 if device.type == "cpu" else CHECK_EVERY
+        return self
+
+    def judge(self, loss: torch.Tensor, parameters, step: int) -> torch.Tensor:
+        """The 0-dim bool flag 'this step is bad': ``loss`` or a gradient of ``parameters`` is not
+        finite; updates the counters. No host sync."""
+        grads = [p.grad for p in parameters if p.grad is not None]
+        total = loss.detach().float()
+        if grads:
+            total = total + torch.stack(torch._foreach_norm(grads)).sum()
+        bad = ~torch.isfinite(total)
+        self.skipped += bad
+        self.streak = (self.streak + 1) * bad
+        reached = (self.streak >= self.max_bad_steps) & (self.tripped < 0)
+        self.tripped = torch.where(reached, step, self.tripped)
+        return bad
+
+    def stop_if_tripped(self, step: int, epoch: int, force: bool = False) -> None:
+        """Raise the run-stopping KlvaeError once ``max_bad_steps`` bad steps came in a row (read on
+        the host every ``check_every`` steps, or now with ``force``)."""
+        if not force and step % self.check_every:
+            return
+        tripped = int(self.tripped)
+        if tripped >= 0:
+            raise KlvaeError(
+                f"the loss or its gradient was NaN/Inf for {self.max_bad_steps} steps in a row (last at step "
+                f"{tripped}, epoch {epoch}); lower --lr, check the data, or raise --min-scale"
+            )
+
+    def state_dict(self) -> dict[str, int]:
+        """What a resumed run needs (host integers: one sync, at checkpoint time)."""
+        return {"skipped_steps": int(self.skipped), "bad_in_a_row": int(self.streak)}
+
+
+def guarded_step(optimizer, bad: torch.Tensor) -> None:
+    """``optimizer.step()`` unless ``bad``: on the device through ``found_inf`` when the optimiser
+    supports it (fused Adam), else decided on the host. ``optimizer`` may be Lightning's wrapper."""
+    raw = getattr(optimizer, "optimizer", optimizer)
+    if getattr(raw, "_step_supports_amp_scaling", False):
+        raw.found_inf = bad.to(torch.float32)
+        try:
+            optimizer.step()
+        finally:
+            raw.__dict__.pop("found_inf", None)
+    elif not bool(bad):
+        optimizer.step()

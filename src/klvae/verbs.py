@@ -1,0 +1,125 @@
+"""The commands that read a trained run, as functions: what ``klvae sample / interpolate /
+reconstruct / traverse / disentanglement / report / compare`` do, for Python users (re-exported by
+klvae.api). Each takes the run directory and, optionally, its model already loaded (a run trained
+with parts passed from Python: ``klvae.load(run, encoder=...)``)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from klvae.errors import KlvaeError
+from klvae.evaluation.likelihood import split_with_labels
+from klvae.generation import SAMPLERS
+from klvae.generation import interpolate as interpolate_model
+from klvae.generation import reconstruct as reconstruct_model
+from klvae.generation import sample as sample_model
+from klvae.generation import traverse as traverse_model
+from klvae.kl import kl
+from klvae.models.conditional import condition_of
+from klvae.run import RunDir
+
+TRAVERSE_POINTS = 1000  # points whose mean KL per dimension orders the traversal's rows
+
+
+def _model(run: RunDir, model):
+    return run.load_model() if model is None else model.eval()
+
+
+def run_data(run_dir: str | Path, split: str = "test", data_dir: str | None = None, model=None):
+    """(model, x, condition) of a run: its model, one split of its data (N, *event), and the
+    split's labels when the model is conditional (else None)."""
+    run = RunDir.open(run_dir)
+    model = _model(run, model)
+    x, labels = split_with_labels(run.config(), split, data_dir)
+    return model, x, condition_of(model, labels)
+
+
+def check_class(model, run_dir, label: int | None) -> None:
+    """A class label needs a conditional run and one of its classes."""
+    classes = getattr(model, "num_classes", 0)
+    if label is not None and not classes:
+        raise KlvaeError(f"--class needs a conditional run (trained with --condition label); {run_dir} has no condition")
+    if label is not None and not 0 <= label < classes:
+        raise KlvaeError(f"--class {label} is out of range; {run_dir} knows classes 0..{classes - 1}")
+
+
+def sample(run_dir: str | Path, n: int = 64, seed: int = 0, source: str = "prior", components: int = 10,
+           label: int | None = None, data_dir: str | None = None, model=None) -> torch.Tensor:
+    """Decoder means of n draws of z from ``source`` (a ``SAMPLERS`` entry: the prior, or a density
+    fitted to the training set's codes, of class ``label`` for a conditional run): (n, *event)."""
+    run = RunDir.open(run_dir)
+    model = _model(run, model)
+    check_class(model, run_dir, label)
+    entry = SAMPLERS[source]
+    latent = None
+    if entry.needs_data:
+        if getattr(model, "num_classes", 0) and label is None:
+            raise KlvaeError(f"--from {source} of a conditional run needs --class C: the sampler is fitted to the codes "
+                             "of one class")
+        x, labels = split_with_labels(run.config(), "train", data_dir)
+        if label is not None:
+            x, labels = x[labels == label], labels[labels == label]
+        latent = entry.builder(model, x, labels if label is not None else None, components, seed)
+    return sample_model(model, n, seed, condition=label, latent=latent)
+
+
+def interpolate(run_dir: str | Path, a: int, b: int, steps: int = 10, spherical: bool = False, split: str = "test",
+                data_dir: str | None = None, model=None) -> torch.Tensor:
+    """Decoder means along the latent path from data point a to b of a split: (steps, *event)."""
+    model, x, y = run_data(run_dir, split, data_dir, model)
+    for name, i in (("a", a), ("b", b)):
+        if not 0 <= i < len(x):
+            raise KlvaeError(f"--{name} {i} is out of range; the {split} split has {len(x)} points (0..{len(x) - 1})")
+    ends = y[[a, b]] if y is not None else None
+    return interpolate_model(model, x[a], x[b], steps, spherical=spherical, condition=ends)
+
+
+def reconstruct(run_dir: str | Path, n: int = 16, split: str = "test", data_dir: str | None = None,
+                model=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, reconstructions) of the first n points of a split, each (n, *event)."""
+    if n < 1:
+        raise KlvaeError(f"-n must be a positive integer; got {n}")
+    model, x, y = run_data(run_dir, split, data_dir, model)
+    x, y = x[:n], (y[:n] if y is not None else None)
+    return x, reconstruct_model(model, x, y)
+
+
+def traverse(run_dir: str | Path, index: int = 0, steps: int = 10, span: float = 3.0, split: str = "test",
+             data_dir: str | None = None, model=None) -> tuple[torch.Tensor, list[int]]:
+    """Latent traversals from data point ``index``: (images (D * steps, *event), the dimensions of
+    the rows), rows sorted by the dimension's mean KL over up to 1,000 points of the split."""
+    model, x, y = run_data(run_dir, split, data_dir, model)
+    if not 0 <= index < len(x):
+        raise KlvaeError(f"--index {index} is out of range; the {split} split has {len(x)} points (0..{len(x) - 1})")
+    c = {} if y is None else {"condition": y[:TRAVERSE_POINTS]}
+    with torch.no_grad():
+        per_dim = kl(model.encode(x[:TRAVERSE_POINTS], **c), model.prior(**c)).per_dim
+    order = per_dim.mean(0).argsort(descending=True).tolist() if per_dim is not None else list(range(model.latent_dim))
+    images = traverse_model(model, x[index], order, steps, span, None if y is None else y[index])
+    return images, order
+
+
+def disentanglement(run_dir: str | Path, data: str = "dsprites-generated", seed: int = 0,
+                    data_dir: str | None = None, model=None) -> dict:
+    """BetaVAE, FactorVAE, MIG, DCI and SAP scores; also written to disentanglement.json."""
+    from klvae.evaluation.disentanglement import disentanglement_report
+
+    run = RunDir.open(run_dir)
+    result = disentanglement_report(_model(run, model), data, seed, data_dir)
+    run.save_result("disentanglement", result)
+    return result
+
+
+def report(run_dir: str | Path) -> Path:
+    """Write report.html of a run; its path."""
+    from klvae.report.html import write_report
+
+    return write_report(run_dir)
+
+
+def compare(runs: list[str | Path], out: str | Path = "compare.png") -> tuple[list[dict], Path]:
+    """(one summary per run, the plot of their val KL and KL weight written to ``out``)."""
+    from klvae.report.compare import compare_runs, save_compare_plot
+
+    return compare_runs(runs), save_compare_plot(out, runs)
