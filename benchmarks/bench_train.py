@@ -1,6 +1,8 @@
 """Speed benchmark on MNIST: training samples/s of klvae.fit against a plain PyTorch loop of the
-same VAE and pythae (when installed), and IWAE (K=1000) points/s of klvae's evaluate_model against
-pythae's get_nll. Contestants run in interleaved rounds; each figure is the median over rounds.
+same VAE and pythae (when installed), IWAE (K=1000) points/s of klvae's evaluate_model against
+pythae's get_nll, and the end-to-end time of whole epochs (validation and files included) of
+Burda et al.'s 1-layer model by klvae.fit, a bare loop and pythae. Contestants run in interleaved
+rounds; each figure is the median over rounds.
 
     python benchmarks/bench_train.py [--data-dir DIR] [--quick] [--out runs/bench/bench.json]
 """
@@ -26,11 +28,13 @@ from klvae.evaluation import evaluate_model  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from contestants import BATCH, PYTHAE, klvae_bf16_train, klvae_train, plain_train, pythae_model, pythae_nll, pythae_train  # noqa: E402
+from e2e import bare_e2e, klvae_e2e, pythae_e2e  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 IWAE_K = 1000
 # rounds, warm-up batches, timed batches per round, IWAE test points, IWAE rounds
 SIZES = {"normal": (5, 10, 100, 200, 3), "quick": (3, 5, 30, 50, 2)}
+E2E_SIZES = {"normal": (3, 3), "quick": (1, 1)}  # end to end: rounds, epochs per run
 
 
 def busy_cores(seconds: float = 1.0) -> float | None:
@@ -64,10 +68,11 @@ def interleaved(fns: dict, rounds: int, unit: str, run) -> dict[str, list[float]
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="klvae speed benchmark: training and IWAE throughput on MNIST")
+    ap = argparse.ArgumentParser(description="klvae speed benchmark: training and IWAE throughput on MNIST, and "
+                                 "whole epochs of Burda et al.'s 1-layer model end to end")
     ap.add_argument("--data-dir", default=os.environ.get("KLVAE_DATA") or str(ROOT.parent / "shared" / "data"),
                     help="folder holding mnist/ (default: $KLVAE_DATA, else ../shared/data)")
-    ap.add_argument("--quick", action="store_true", help="a short run: fewer batches and test points")
+    ap.add_argument("--quick", action="store_true", help="a short run: fewer batches, test points and epochs")
     ap.add_argument("--out", default="runs/bench/bench.json", help="JSON results file (default: %(default)s)")
     args = ap.parse_args(argv)
     try:
@@ -76,20 +81,35 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: no MNIST in {args.data_dir} ({str(err).split(';')[0]}); pass --data-dir DIR or set KLVAE_DATA",
               file=sys.stderr)
         return 2
-    rounds, warmup, n, n_eval, eval_rounds = SIZES["quick" if args.quick else "normal"]
+    size = "quick" if args.quick else "normal"
     busy = busy_cores()  # other work on the machine makes every figure noisy
     note = "" if busy is None else f"; {busy:.1f} cores busy before the start" + (" (noisy figures)" * (busy > 0.3))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores, "
           f"pythae {PYTHAE or 'absent'}{note}")
+    with tempfile.TemporaryDirectory() as tmp:
+        train, model = throughput(data, args.data_dir, Path(tmp), SIZES[size])
+        iwae = iwae_throughput(model, data.test, SIZES[size])
+        e2e = end_to_end(args.data_dir, Path(tmp), *E2E_SIZES[size])
+    results = summarise(args.quick, busy, SIZES[size], train, iwae, e2e)
+    report(results)
+    write_json(Path(args.out), results)
+    return 0
+
+
+def throughput(data, data_dir: str, tmp: Path, sizes: tuple) -> tuple[dict, torch.nn.Module]:
+    """Training samples/s of the 784-512-512-32 model per round, and klvae's trained model."""
+    rounds, warmup, n, _, _ = sizes
     print(f"training: {rounds} rounds x {n} timed batches of {BATCH} (+{warmup} warm-up) per contestant", flush=True)
     trainers = {"klvae": klvae_train, "klvae-bf16": klvae_bf16_train, "plain": plain_train,
                 **({"pythae": pythae_train} if PYTHAE else {})}
-    with tempfile.TemporaryDirectory() as tmp:
-        train = interleaved(trainers, rounds, "samples/s",
-                            lambda fn, r: n * BATCH / fn(data, args.data_dir, warmup, n, Path(tmp), r))
-        model = klvae.load(Path(tmp) / "klvae")
+    train = interleaved(trainers, rounds, "samples/s", lambda fn, r: n * BATCH / fn(data, data_dir, warmup, n, tmp, r))
+    return train, klvae.load(tmp / "klvae")
 
-    x = data.test[:n_eval]
+
+def iwae_throughput(model, test: torch.Tensor, sizes: tuple) -> dict:
+    """IWAE (K = IWAE_K) points/s of klvae's evaluate_model and pythae's get_nll, same nets."""
+    _, _, _, n_eval, eval_rounds = sizes
+    x = test[:n_eval]
     print(f"IWAE K={IWAE_K}: {eval_rounds} rounds over the first {n_eval} test points (klvae's trained nets)",
           flush=True)
     evals = {"klvae": lambda xs: evaluate_model(model, xs, iwae_k=IWAE_K)}
@@ -98,45 +118,76 @@ def main(argv: list[str] | None = None) -> int:
         evals["pythae"] = lambda xs: pythae_nll(twin, xs, IWAE_K)
     for fn in evals.values():
         fn(x[:2])  # warm-up
-    iwae = interleaved(evals, eval_rounds, "points/s", lambda fn, r: rate(n_eval, fn, x))
+    return interleaved(evals, eval_rounds, "points/s", lambda fn, r: rate(n_eval, fn, x))
 
+
+def end_to_end(data_dir: str, tmp: Path, rounds: int, epochs: int) -> dict[str, list[dict]]:
+    """Per contestant and round: the seconds of the whole run and of each epoch (see e2e.py)."""
+    print(f"end to end: Burda 784-200-200-50 tanh, batch {BATCH}, {rounds} rounds x {epochs} epochs "
+          "(validation and files included)", flush=True)
+    fns = {"klvae": klvae_e2e, "bare": bare_e2e, **({"pythae": pythae_e2e} if PYTHAE else {})}
+    runs: dict[str, list[dict]] = {k: [] for k in fns}
+    for r in range(rounds):
+        for name in (list(fns) if r % 2 == 0 else list(fns)[::-1]):
+            runs[name].append(fns[name](data_dir, epochs, tmp, r))
+        print(f"  round {r + 1}: " + ", ".join(f"{k} {v[-1]['total']:.1f} s" for k, v in runs.items()), flush=True)
+    return runs
+
+
+def summarise(quick: bool, busy: float | None, sizes: tuple, train: dict, iwae: dict, e2e: dict) -> dict:
+    """Medians over rounds and the ratios to report."""
+    rounds, warmup, n, n_eval, _ = sizes
     med = {"train_samples_per_s": {k: round(statistics.median(v), 1) for k, v in train.items()},
-            "iwae_points_per_s": {k: round(statistics.median(v), 2) for k, v in iwae.items()}}
-    tr, ev = med["train_samples_per_s"], med["iwae_points_per_s"]
-    results = {
-        "quick": args.quick, "torch": torch.__version__, "threads": torch.get_num_threads(), "cores": os.cpu_count(),
+           "iwae_points_per_s": {k: round(statistics.median(v), 2) for k, v in iwae.items()},
+           "e2e_total_s": {k: round(statistics.median(r["total"] for r in v), 2) for k, v in e2e.items()},
+           "e2e_epoch_s": {k: round(statistics.median(s for r in v for s in r["epochs"]), 3) for k, v in e2e.items()}}
+    tr, ev, tot, ep = (med[k] for k in ("train_samples_per_s", "iwae_points_per_s", "e2e_total_s", "e2e_epoch_s"))
+    over = (lambda d, a, b: round(d[a] / d[b], 3) if b in d else None)
+    return {
+        "quick": quick, "torch": torch.__version__, "threads": torch.get_num_threads(), "cores": os.cpu_count(),
         "pythae": PYTHAE, "busy_cores_before": busy and round(busy, 2), "batch_size": BATCH,
         "timed_samples_per_round": n * BATCH, "iwae_k": IWAE_K, "iwae_points": n_eval, **med,
-        "rounds": {"train": train, "iwae": iwae},
-        "ratios": {"train_klvae_over_plain": round(tr["klvae"] / tr["plain"], 3),
-                   "train_klvae_over_pythae": round(tr["klvae"] / tr["pythae"], 3) if PYTHAE else None,
-                   "train_klvae_bf16_over_pythae": round(tr["klvae-bf16"] / tr["pythae"], 3) if PYTHAE else None,
-                   "train_klvae_bf16_over_plain": round(tr["klvae-bf16"] / tr["plain"], 3),
-                   "iwae_klvae_over_pythae": round(ev["klvae"] / ev["pythae"], 3) if PYTHAE else None},
+        "rounds": {"train": train, "iwae": iwae, "e2e": e2e},
+        "ratios": {"train_klvae_over_plain": over(tr, "klvae", "plain"),
+                   "train_klvae_over_pythae": over(tr, "klvae", "pythae"),
+                   "train_klvae_bf16_over_pythae": over(tr, "klvae-bf16", "pythae"),
+                   "train_klvae_bf16_over_plain": over(tr, "klvae-bf16", "plain"),
+                   "iwae_klvae_over_pythae": over(ev, "klvae", "pythae"),
+                   # end to end: time ratios (> 1: klvae takes longer)
+                   "e2e_total_klvae_over_bare": over(tot, "klvae", "bare"),
+                   "e2e_epoch_klvae_over_bare": over(ep, "klvae", "bare"),
+                   "e2e_total_klvae_over_pythae": over(tot, "klvae", "pythae"),
+                   "e2e_epoch_klvae_over_pythae": over(ep, "klvae", "pythae")},
     }
-    report(results)
-    out = Path(args.out)
+
+
+def write_json(out: Path, results: dict) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = out.with_name(f".{out.name}.tmp")
     tmp_out.write_text(json.dumps(results, indent=2) + "\n")
     os.replace(tmp_out, out)
     print(f"results written to {out}")
-    return 0
 
 
 def report(res: dict) -> None:
-    names = ("klvae", "klvae-bf16", "plain", "pythae")
+    names = ("klvae", "klvae-bf16", "plain", "bare", "pythae")
     print(f"\n{'median of rounds':28s}" + "".join(f"{k:>12s}" for k in names))
-    for label, key in (("train samples/s", "train_samples_per_s"), (f"IWAE K={IWAE_K} points/s", "iwae_points_per_s")):
-        cells = (f"{res[key][k]:12.1f}" if k in res[key] else f"{'-':>12s}" for k in names)
+    for label, key, fmt in (("train samples/s", "train_samples_per_s", "12.1f"),
+                            (f"IWAE K={IWAE_K} points/s", "iwae_points_per_s", "12.1f"),
+                            ("Burda e2e run s", "e2e_total_s", "12.2f"), ("Burda e2e epoch s", "e2e_epoch_s", "12.3f")):
+        cells = (format(res[key][k], fmt) if k in res[key] else f"{'-':>12s}" for k in names)
         print(f"{label:28s}" + "".join(cells))
     r = res["ratios"]
-    print(f"\ntraining  klvae/plain        {r['train_klvae_over_plain']:.2f}x")
+    print(f"\ntraining  klvae/plain        {r['train_klvae_over_plain']:.2f}x   (samples/s)")
     print(f"training  klvae-bf16/plain   {r['train_klvae_bf16_over_plain']:.2f}x")
+    print(f"Burda e2e klvae/bare         {r['e2e_total_klvae_over_bare']:.2f}x run, "
+          f"{r['e2e_epoch_klvae_over_bare']:.2f}x epoch   (time: > 1 is klvae slower)")
     if res["pythae"]:
         print(f"training  klvae/pythae       {r['train_klvae_over_pythae']:.2f}x   (target >= 1.5x)")
         print(f"training  klvae-bf16/pythae  {r['train_klvae_bf16_over_pythae']:.2f}x   (bfloat16 matrix products)")
         print(f"IWAE      klvae/pythae       {r['iwae_klvae_over_pythae']:.2f}x   (target >= 2x)")
+        print(f"Burda e2e klvae/pythae       {r['e2e_total_klvae_over_pythae']:.2f}x run, "
+              f"{r['e2e_epoch_klvae_over_pythae']:.2f}x epoch   (time: < 1 is klvae faster)")
     else:
         print("pythae: not installed (pip install pythae to compare)")
 

@@ -1,5 +1,11 @@
-"""The contestants of bench_train.py: an MLP VAE 784-512-512-32 trained by klvae.fit, a plain loop and
-pythae. Each ``*_train`` returns the seconds of n training steps after ``warmup`` steps."""
+"""The contestants of bench_train.py.
+
+Throughput: an MLP VAE 784-512-512-32 trained by klvae.fit, a plain loop and pythae; each ``*_train``
+returns the seconds of n training steps after ``warmup`` steps.
+
+End to end: Burda et al.'s 1-layer model (784-200-200-50, tanh, batch 100) for whole epochs; each
+``*_e2e`` returns {"total": seconds of the call, "epochs": seconds of each epoch with its validation
+and files}; klvae's and pythae's include everything they write. See ``e2e.py``."""
 from __future__ import annotations
 
 import logging
@@ -62,10 +68,10 @@ def klvae_bf16_train(data, data_dir: str, warmup: int, n: int, out: Path, seed: 
     return klvae_train(data, data_dir, warmup, n, out / "bf16", seed, precision="bf16-mixed")
 
 
-def mlp(sizes: list[int]) -> nn.Sequential:  # klvae's MLP body, parameter for parameter
+def mlp(sizes: list[int], activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:  # klvae's MLP body
     layers: list[nn.Module] = []
     for a, b in zip(sizes[:-1], sizes[1:]):
-        layers += [nn.Linear(a, b), nn.ReLU()]
+        layers += [nn.Linear(a, b), activation()]
     return nn.Sequential(*layers[:-1])
 
 
@@ -91,9 +97,9 @@ def plain_train(data, data_dir: str, warmup: int, n: int, out: Path, seed: int) 
 
 
 class Encoder(BaseEncoder):
-    def __init__(self):
+    def __init__(self, hidden: list[int] = HIDDEN, latent: int = LATENT, activation: type[nn.Module] = nn.ReLU):
         super().__init__()
-        self.net = mlp([784, *HIDDEN, 2 * LATENT])
+        self.net = mlp([784, *hidden, 2 * latent], activation)
 
     def forward(self, x):
         mu, log_var = self.net(x.flatten(1)).chunk(2, dim=-1)
@@ -101,9 +107,9 @@ class Encoder(BaseEncoder):
 
 
 class Decoder(BaseDecoder):
-    def __init__(self):
+    def __init__(self, hidden: list[int] = HIDDEN, latent: int = LATENT, activation: type[nn.Module] = nn.ReLU):
         super().__init__()
-        self.net = mlp([LATENT, *HIDDEN[::-1], 784])
+        self.net = mlp([latent, *hidden[::-1], 784], activation)
 
     def forward(self, z):  # pythae's "bce" loss takes probabilities
         return ModelOutput(reconstruction=torch.sigmoid(self.net(z)).view(-1, 1, 28, 28))

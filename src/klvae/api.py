@@ -19,14 +19,14 @@ from klvae.evaluation import evaluate
 from klvae.evaluation.anomaly import score
 from klvae.likelihoods import resolve_likelihood
 from klvae.models import build_model
-from klvae.models.parts import record_parts
+from klvae.models.parts import CUSTOM, record_parts
 from klvae.priors import PRIORS
-from klvae.run import RunDir, load
+from klvae.run import CONFIG, RunDir, load
 from klvae.training import VAETask, build_trainer, loader
 from klvae.verbs import compare, disentanglement, interpolate, reconstruct, report, sample, traverse
 
 __all__ = ["compare", "disentanglement", "evaluate", "fit", "interpolate", "load", "reconstruct", "report", "sample",
-           "score", "traverse"]
+           "score", "train_config", "traverse"]
 
 
 def as_config(config: TrainConfig | dict[str, Any] | str | Path) -> TrainConfig:
@@ -38,6 +38,17 @@ def as_config(config: TrainConfig | dict[str, Any] | str | Path) -> TrainConfig:
     return TrainConfig.from_yaml(config)
 
 
+def train_config(config_file: str | Path | None = None, **flags: Any) -> TrainConfig:
+    """The config ``klvae train`` runs: a YAML file with the flags over it; resuming (``resume``)
+    a run with no file given: the run's stored config with the flags over it."""
+    if config_file:
+        return TrainConfig.from_yaml(config_file, **flags)
+    run = RunDir(flags.get("out", ""))
+    if flags.get("resume") and run.file(CONFIG).is_file():
+        return TrainConfig.from_yaml(run.file(CONFIG), **flags)
+    return TrainConfig.from_dict(flags)
+
+
 def is_primary_process() -> bool:
     """False in the extra processes that Lightning's DDP launcher starts for ranks > 0."""
     return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
@@ -47,7 +58,7 @@ def fit(config: TrainConfig | dict[str, Any] | str | Path, overwrite: bool = Fal
         callbacks: list[L.Callback] | None = None, encoder: torch.nn.Module | None = None,
         decoder: torch.nn.Module | None = None, prior: torch.nn.Module | None = None,
         likelihood: torch.nn.Module | None = None) -> Path:
-    """Train a model as ``config`` says (a TrainConfig, a dict or a YAML path) into ``config.out``;
+    """Train a model as ``config`` says (a TrainConfig, a dict or a YAML path) into ``config.output.out``;
     returns the run directory. ``callbacks`` are extra Lightning callbacks.
 
     ``encoder``, ``decoder``, ``prior``, ``likelihood``: your own ``nn.Module``s in place of the
@@ -58,36 +69,37 @@ def fit(config: TrainConfig | dict[str, Any] | str | Path, overwrite: bool = Fal
     Everything is checked (options, data, model, devices) before the run directory is touched."""
     config = as_config(config)
     parts = {"encoder": encoder, "decoder": decoder, "prior": prior, "likelihood": likelihood}
-    run = RunDir(config.out)
-    run.check_start(config.resume, overwrite, is_primary_process())
-    L.seed_everything(config.seed, verbose=False)
-    data = load_dataset(config.data.name, config.data_dir, config.binarize, config.val_fraction, config.seed,
-                        download=config.download).without_classes(config.exclude_labels)
-    conditioned = config.condition != "none"  # the model sees the class labels: the loaders yield (x, y)
-    chosen = record_parts({"likelihood": config.likelihood, "net": config.net, "prior": config.prior}, parts)
-    if chosen["likelihood"] != "custom":
+    run = RunDir(config.output.out)
+    run.check_start(config.output.resume, overwrite, is_primary_process())
+    L.seed_everything(config.trainer.seed, verbose=False)
+    source = config.data
+    data = load_dataset(source.name, source.data_dir, source.binarize, source.val_fraction, config.trainer.seed,
+                        download=source.download).without_classes(source.exclude_labels)
+    conditioned = config.model.condition != "none"  # the model sees the class labels: the loaders yield (x, y)
+    chosen = record_parts({k: getattr(config.model, k) for k in ("likelihood", "net", "prior")}, parts)
+    if chosen["likelihood"] != CUSTOM:
         chosen["likelihood"] = resolve_likelihood(chosen["likelihood"], data)
     spec = dataclasses.replace(config.model, event_shape=list(data.event_shape),
                                num_classes=class_count(data) if conditioned else 0, **chosen)
-    if config.resume:
+    if config.output.resume:
         run.check_resumable(spec)
     model = build(spec, parts)
-    if PRIORS[spec.prior].get("init_from_data") if spec.prior in PRIORS else False:
-        if not config.resume:
-            model.learned_prior.init_from(data.train[: spec.prior_components])
+    if spec.prior in PRIORS and PRIORS[spec.prior].get("init_from_data") and not config.output.resume:
+        model.learned_prior.init_from(data.train[: spec.prior_components])  # e.g. VampPrior's pseudo-inputs
     task = VAETask(model, config, train_batch=data.train_batch, dataset_size=len(data.train))
     callbacks = [RunDirectory(run.path, spec, config),
-                 Pictures(run.path, data.test, config.seed, data.test_labels if conditioned else None),
+                 Pictures(run.path, data.test, config.trainer.seed, data.test_labels if conditioned else None),
                  *(callbacks or [])]
     trainer = build_trainer(config, run.path, callbacks)
     if is_primary_process():
-        if overwrite and not config.resume:
+        if overwrite and not config.output.resume:
             run.clear()
         run.save_config(config)
         run.save_spec(spec)
-    ckpt = run.last_checkpoint if config.resume else None
-    trainer.fit(task, loader(data.train, config.batch_size, True, data.train_labels if conditioned else None),
-                loader(data.val, config.batch_size, False, data.val_labels if conditioned else None), ckpt_path=ckpt)
+    ckpt = run.last_checkpoint if config.output.resume else None
+    batch = config.trainer.batch_size
+    trainer.fit(task, loader(data.train, batch, True, data.train_labels if conditioned else None),
+                loader(data.val, batch, False, data.val_labels if conditioned else None), ckpt_path=ckpt)
     return run.path
 
 

@@ -8,11 +8,10 @@ import os
 import sys
 import textwrap
 import warnings
-from pathlib import Path
-from typing import Any
 
-from klvae.cli_parsers import evaluate_parser, picture_parsers, run_parsers, sample_parser, score_parser
-from klvae.config import TrainConfig
+from klvae.cli_parsers import (
+    evaluate_parser, picture_parsers, plugin_option, run_parsers, sample_parser, score_parser, train_parser,
+)
 from klvae.errors import KlvaeError
 
 
@@ -32,67 +31,11 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"klvae: error: {message} (see `{self.prog} --help`)\n")
 
 
-def _choices(meta: dict) -> str:
-    """'; choices: a (what a does), b, ...' of a field, from its registry or its tuple."""
-    registry = meta.get("registry")
-    if registry is not None:
-        listed = [*meta.get("extra", ()), *(f"{e.name} ({e.description})" for e in registry.entries())]
-    elif meta.get("datasets"):
-        from klvae.data.registry import DATASETS
-
-        listed = [e.name for e in DATASETS.entries()] + ["PATH (.npy / .npz / .csv)"]
-    else:
-        listed = list(meta.get("choices", ()))
-    return f"; choices: {', '.join(listed)}" if listed else ""
-
-
-def _add_option(group, key: str, section: str, f) -> None:
-    """One flag of `klvae train`, generated from a config field: its help, choices and default."""
-    from klvae.config_sections import default_of
-
-    flag = "--" + key.replace("_", "-")
-    kind = str(f.type)
-    owner = ""
-    if section == "model":
-        from klvae.models import MODELS
-
-        owners = [e.name for e in MODELS.entries() if key in {g.name for g in e.config.options()}]
-        owner = "" if len(owners) == len(MODELS) else f"[--model {'/'.join(owners)}] "
-    text = f"{owner}{f.metadata.get('help', '')}{_choices(f.metadata)} (default: {default_of(f)})".replace("%", "%%")
-    if kind == "bool":
-        group.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
-    elif kind.startswith("list["):
-        group.add_argument(flag, nargs="+", default=argparse.SUPPRESS, metavar=key.upper(), help=text)
-    else:
-        group.add_argument(flag, default=argparse.SUPPRESS, metavar=key.upper(), help=text)
-
-
-def _train_parser(sub) -> None:
-    from klvae.config import flat_keys
-
-    p = sub.add_parser("train", help="train a model into a run directory",
-                       description="Train a model into a run directory. Options come from a --config YAML file "
-                                   "(flat, or nested by section) and from the flags below, which win over it.")
-    p.add_argument("--config", help="YAML file of options; flags given here override it")
-    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    _plugin_option(p)
-    groups: dict[str, Any] = {}
-    for key, (section, f) in flat_keys().items():
-        if section not in groups:
-            groups[section] = p.add_argument_group(f"{section} options")
-        _add_option(groups[section], key, section, f)
-
-
-def _plugin_option(p) -> None:
-    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
-                   help="import this module first, so the components it registers can be chosen (repeatable)")
-
-
 def build_parser() -> Parser:
     parser = Parser(prog="klvae", description="Variational autoencoders with the KL term in view.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    _train_parser(sub)
+    train_parser(sub)
 
     evaluate_parser(sub)
     score_parser(sub)
@@ -104,22 +47,17 @@ def build_parser() -> Parser:
                                   "network bodies, decoders, objectives, KL schedules")
     for command in sub.choices.values():
         if not any("--plugin" in a.option_strings for a in command._actions):
-            _plugin_option(command)
+            plugin_option(command)
     return parser
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from klvae.api import fit, is_primary_process
+    from klvae.api import fit, is_primary_process, train_config
     from klvae.config import flat_keys
-    from klvae.run import CONFIG, read_metrics
+    from klvae.run import read_metrics
 
     given = {key: getattr(args, key) for key in flat_keys() if hasattr(args, key)}
-    if args.config:
-        config = TrainConfig.from_yaml(args.config, **given)
-    elif given.get("resume") and (Path(given.get("out", "")) / CONFIG).is_file():
-        config = TrainConfig.from_yaml(Path(given["out"]) / CONFIG, **given)  # the stored run; flags override it
-    else:
-        config = TrainConfig.from_dict(given)
+    config = train_config(args.config, **given)
     run_dir = fit(config, overwrite=args.overwrite)
     if not is_primary_process():  # DDP ranks > 0 re-run this command; only one reports
         return
@@ -193,7 +131,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
         return
     from klvae.evaluation.sample_quality import sample_quality
 
-    q = sample_quality(x, config.data.name, args.data_dir or config.data_dir, args.cache_dir)
+    q = sample_quality(x, config.data.name, args.data_dir or config.data.data_dir, args.cache_dir)
     if args.json:
         print(json.dumps({**q.to_dict(), "source": args.source, "class": args.label, "out": out}))
         return

@@ -1,8 +1,68 @@
-"""The parsers of the commands that read a run (``klvae evaluate``, ``score``, ``sample``, ...):
-every option with a one-line help that lists its choices and its default."""
+"""The parsers of the ``klvae`` commands: ``train``'s generated from the config's fields and the
+registries, the others written out; every option with a one-line help that lists its choices and
+its default."""
 from __future__ import annotations
 
+import argparse
+from typing import Any
+
 SPLITS = ("train", "val", "test")
+
+
+def _choices(meta: dict) -> str:
+    """'; choices: a (what a does), b, ...' of a field, from its registry or its tuple."""
+    registry = meta.get("registry")
+    if registry is not None:
+        listed = [*meta.get("extra", ()), *(f"{e.name} ({e.description})" for e in registry.entries())]
+    elif meta.get("datasets"):
+        from klvae.data.registry import DATASETS
+
+        listed = [e.name for e in DATASETS.entries()] + ["PATH (.npy / .npz / .csv)"]
+    else:
+        listed = list(meta.get("choices", ()))
+    return f"; choices: {', '.join(listed)}" if listed else ""
+
+
+def _add_option(group, key: str, section: str, f) -> None:
+    """One flag of `klvae train`, generated from a config field: its help, choices and default."""
+    from klvae.config_sections import default_of
+
+    flag = "--" + key.replace("_", "-")
+    kind = str(f.type)
+    owner = ""
+    if section == "model":
+        from klvae.models import MODELS
+
+        owners = [e.name for e in MODELS.entries() if key in {g.name for g in e.config.options()}]
+        owner = "" if len(owners) == len(MODELS) else f"[--model {'/'.join(owners)}] "
+    text = f"{owner}{f.metadata.get('help', '')}{_choices(f.metadata)} (default: {default_of(f)})".replace("%", "%%")
+    if kind == "bool":
+        group.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
+    elif kind.startswith("list["):
+        group.add_argument(flag, nargs="+", default=argparse.SUPPRESS, metavar=key.upper(), help=text)
+    else:
+        group.add_argument(flag, default=argparse.SUPPRESS, metavar=key.upper(), help=text)
+
+
+def train_parser(sub) -> None:
+    from klvae.config import flat_keys
+
+    p = sub.add_parser("train", help="train a model into a run directory",
+                       description="Train a model into a run directory. Options come from a --config YAML file "
+                                   "(flat, or nested by section) and from the flags below, which win over it.")
+    p.add_argument("--config", help="YAML file of options; flags given here override it")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    plugin_option(p)
+    groups: dict[str, Any] = {}
+    for key, (section, f) in flat_keys().items():
+        if section not in groups:
+            groups[section] = p.add_argument_group(f"{section} options")
+        _add_option(groups[section], key, section, f)
+
+
+def plugin_option(p) -> None:
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="import this module first, so the components it registers can be chosen (repeatable)")
 
 
 def _run(p) -> None:

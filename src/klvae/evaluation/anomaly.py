@@ -32,6 +32,7 @@ import torch
 
 from klvae.errors import KlvaeError
 from klvae.evaluation.likelihood import SPLITS, batched_terms, split_with_labels
+from klvae.likelihoods import LIKELIHOODS
 from klvae.models.conditional import condition_of
 
 SCORES = {
@@ -160,17 +161,17 @@ def load_split(config, data: str | None, split: str, data_dir: str | None = None
 
     data None (or the run's own data set): the run's split, its excluded classes left out of
     train and val as in training. Another data set or file: binarised as the run's data was
-    (``binarize: auto`` under a Bernoulli likelihood means dynamic: drawn once, seed 0)."""
+    (``binarize: auto`` under a likelihood for binary data means dynamic: drawn once, seed 0)."""
     if split not in SPLITS:
         raise KlvaeError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
     if data is None or _key(data) == _key(config.data.name):
         x, labels = split_with_labels(config, split, data_dir)
-        if split != "test" and config.exclude_labels and labels is not None:
-            keep = ~torch.isin(labels, torch.tensor(config.exclude_labels))
+        if split != "test" and config.data.exclude_labels and labels is not None:
+            keep = ~torch.isin(labels, torch.tensor(config.data.exclude_labels))
             x, labels = x[keep], labels[keep]
         return x, labels
-    mode = config.binarize
-    if mode == "auto" and likelihood == "bernoulli":
+    mode = config.data.binarize
+    if mode == "auto" and likelihood in LIKELIHOODS and LIKELIHOODS[likelihood].get("auto") == "binary":
         mode = "dynamic"
     other = config.replace(data=str(data), binarize=mode, exclude_labels=[])
     return split_with_labels(other, split, data_dir)

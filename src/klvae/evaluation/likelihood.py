@@ -90,8 +90,10 @@ def split_with_labels(config, split: str, data_dir: str | None = None) -> tuple[
     """(x, labels) of one split; labels are None when the data set has none."""
     if split not in SPLITS:
         raise KlvaeError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
-    data = load_dataset(config.data.name, data_dir or config.data_dir, config.binarize, config.val_fraction, config.seed)
-    data = data.without_classes(config.exclude_labels)  # as trained; test keeps every class
+    source = config.data
+    data = load_dataset(source.name, data_dir or source.data_dir, source.binarize, source.val_fraction,
+                        config.trainer.seed)
+    data = data.without_classes(config.data.exclude_labels)  # as trained; test keeps every class
     x = getattr(data, split)
     if split == "train":  # train stays grey under dynamic binarisation: draw it once, reproducibly
         x = data.train_batch(x, torch.Generator().manual_seed(0))

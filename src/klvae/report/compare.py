@@ -35,7 +35,7 @@ def final_verdict(config: TrainConfig, rows: list[dict[str, float]]) -> tuple[bo
     active = _finite(rows[-1].get("active_units")) if rows else None
     if kl is None or active is None:
         return None
-    return collapse_verdict(kl, int(active), config.latent_dim, config.collapse_kl, config.collapse_units)
+    return collapse_verdict(kl, int(active), config.model.latent_dim, config.collapse.collapse_kl, config.collapse.collapse_units)
 
 
 def read_run(run: str | Path) -> tuple[Path, TrainConfig, list[dict[str, float]]]:
@@ -68,9 +68,9 @@ def summarise(name: str, run_dir: Path, config: TrainConfig, rows: list[dict[str
     verdict = final_verdict(config, rows)
     collapsed = verdict[0] if verdict else (bool(last["collapsed"]) if _finite(last.get("collapsed")) is not None else None)
     active = _finite(last.get("active_units"))
-    return {"run": name, "path": str(run_dir), "data": config.data.name, "latent": config.latent,
-            "latent_dim": config.latent_dim, "beta": config.beta, "kl_schedule": config.kl_schedule,
-            "free_bits": config.free_bits, "epochs": int(last.get("epoch", len(rows))),
+    return {"run": name, "path": str(run_dir), "data": config.data.name, "latent": config.model.latent,
+            "latent_dim": config.model.latent_dim, "beta": config.objective.beta, "kl_schedule": config.schedule.kl_schedule,
+            "free_bits": config.objective.free_bits, "epochs": int(last.get("epoch", len(rows))),
             "best_val_elbo": max(elbos) if elbos else None, "last_val_kl": _finite(last.get("val_kl")),
             "active_units": None if active is None else int(active), "val_mi": _finite(last.get("val_mi")),
             "test_nll": iwae_test_nll(run_dir), "collapsed": collapsed}

@@ -78,18 +78,18 @@ def verdict_section(config: TrainConfig, rows: list[dict[str, float]]) -> str:
 
 def config_section(config: TrainConfig, rows: list[dict[str, float]]) -> str:
     """The settings that shape the KL term, and the epochs trained of those asked for."""
-    schedule = config.kl_schedule
+    schedule = config.schedule.kl_schedule
     if schedule == "capacity":
-        schedule += f" (C = {config.capacity:g} nats over {config.kl_steps} steps)"
+        schedule += f" (C = {config.schedule.capacity:g} nats over {config.schedule.kl_steps} steps)"
     elif schedule == "cyclical":
-        schedule += f" ({config.kl_cycles} cycles over {config.kl_steps} steps)"
+        schedule += f" ({config.schedule.kl_cycles} cycles over {config.schedule.kl_steps} steps)"
     elif schedule != "constant":
-        schedule += f" (over {config.kl_steps} steps)"
-    summary = {"model": config.model.name, "data": config.data.name, "latent": f"{config.latent}, {config.latent_dim} dimensions",
-               "prior": config.prior, "beta": config.beta, "kl_schedule": schedule,
-               "free_bits": f"{config.free_bits:g} nats" + (f" per {config.free_bits_group} dimensions"
-                                                             if config.free_bits_group > 1 else ""),
-               "epochs": f"{len(rows)} of {config.epochs}"}
+        schedule += f" (over {config.schedule.kl_steps} steps)"
+    summary = {"model": config.model.name, "data": config.data.name, "latent": f"{config.model.latent}, {config.model.latent_dim} dimensions",
+               "prior": config.model.prior, "beta": config.objective.beta, "kl_schedule": schedule,
+               "free_bits": f"{config.objective.free_bits:g} nats" + (f" per {config.objective.free_bits_group} dimensions"
+                                                             if config.objective.free_bits_group > 1 else ""),
+               "epochs": f"{len(rows)} of {config.trainer.epochs}"}
     return "<h2>Configuration</h2>" + _table(summary)
 
 
@@ -143,10 +143,10 @@ def write_report(run_dir: str | Path) -> Path:
     run = RunDir.open(run_dir)
     run_dir, config, rows = run.path, run.config(), run.metrics()
     parts = [f"<h1>klvae run: {html.escape(run_dir.name)}</h1>",
-             f"<p>{html.escape(config.model.name)} on <b>{html.escape(config.data.name)}</b>, latent dim {config.latent_dim}, "
-             f"beta {config.beta}, {len(rows)} epochs. All figures in nats per data point.</p>",
+             f"<p>{html.escape(config.model.name)} on <b>{html.escape(config.data.name)}</b>, latent dim {config.model.latent_dim}, "
+             f"beta {config.objective.beta}, {len(rows)} epochs. All figures in nats per data point.</p>",
              verdict_section(config, rows), config_section(config, rows),
-             *training_sections(rows, read_steps(run_dir), config.latent_dim)]
+             *training_sections(rows, read_steps(run_dir), config.model.latent_dim)]
     pictures = picture_sections(run)
     if pictures:
         parts += ["<h2>Pictures</h2>", *pictures]
