@@ -140,6 +140,7 @@ def test_a_run_trains_evaluates_samples_and_reloads(tmp_path):
                      "progress": False, "out": str(tmp_path / "vq")})
     rows = read_metrics(run)
     assert rows[-1]["val_elbo"] > rows[0]["val_elbo"]
+    assert all(1 <= r["val_perplexity"] <= 16 for r in rows)  # how evenly the 16 codes are used
     result = klvae.evaluate(run, iwae_k=10)
     assert result["nll_iwae"] == pytest.approx(-result["elbo"], abs=1e-3) and len(result["kl_per_dim"]) == 4
     model = klvae.load(run)

@@ -29,8 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from klvae.data.dsprites_render import (FACTOR_NAMES, FACTOR_SIZES, ORIENTATIONS, POSITIONS, SCALES, SHAPES, SIZE,
-                                        render, sample_factors)
+from klvae.data.dsprites_render import (
+    FACTOR_NAMES, FACTOR_SIZES, ORIENTATIONS, POSITIONS, SCALES, SHAPES, SIZE, render, sample_factors,
+)
 from klvae.data.factor_grid import FactorData, generated_factor_data
 from klvae.data.splits import RawSplits, Source, split_count, with_fixed_test
 from klvae.errors import KlvaeError

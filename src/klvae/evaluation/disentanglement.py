@@ -25,16 +25,18 @@ from klvae.data.dsprites import factor_data
 from klvae.data.factor_grid import FactorData
 from klvae.data.registry import resolve_data_dir
 from klvae.errors import KlvaeError
-from klvae.evaluation.code_metrics import (IMPORTANCE_MODELS, dci, dci_scores, discretize, importance_matrix, mig,
-                                           mutual_info_matrix, sap)
+from klvae.evaluation.code_metrics import (
+    IMPORTANCE_MODELS, dci, dci_scores, discretize, importance_matrix, mig, mutual_info_matrix, sap,
+)
 from klvae.evaluation.fixed_factor_scores import PRUNE_STD, beta_vae_score, factor_vae_score
-from klvae.evaluation.representation import (CHUNK_IMAGES, Representation, encode_in_chunks, model_representation,
-                                             sample_codes)
+from klvae.evaluation.representation import (
+    CHUNK_IMAGES, Representation, encode_in_chunks, model_representation, sample_codes,
+)
 
 __all__ = ["CHUNK_IMAGES", "IMPORTANCE_MODELS", "PRUNE_STD", "REPORT_SIZES", "MetricSizes", "Representation",
            "beta_vae_score", "dci", "dci_scores", "discretize", "disentanglement_report", "encode_in_chunks",
-           "factor_vae_score", "importance_matrix", "mig", "model_representation", "mutual_info_matrix", "sap",
-           "sample_codes"]
+           "factor_vae_score", "importance_matrix", "mig", "model_representation", "mutual_info_matrix",
+           "sample_codes", "sap"]
 
 
 @dataclass(frozen=True)

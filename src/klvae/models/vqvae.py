@@ -31,6 +31,9 @@ The prior p(z) is a categorical per position with the codes' frequencies over tr
 moving average of the counts; uniform at the start) — the baseline prior over codes, refitted on
 any data by :meth:`VQVAE.fit_prior`. The ELBO's KL, the IWAE weights and ``sample`` use it; for a
 hard posterior KL(q || p) = -log p(codes).
+
+The quantizer's pieces (the terms, perplexity, the EMA and restart updates, the code family) live
+in :mod:`klvae.models.quantizers` and are re-exported here.
 """
 from __future__ import annotations
 
@@ -46,71 +49,18 @@ from klvae import checks
 from klvae.checks import doc
 from klvae.errors import KlvaeError
 from klvae.kl import kl
-from klvae.latents import LatentFamily
 from klvae.models.parts import build_decoding, check_input, decode_with
+from klvae.models.quantizers import (
+    DEAD_SHARE, EMA_DECAY, EMA_EPSILON, FINAL_TEMPERATURE, QUANTIZERS, RESTART_EVERY, CodeFamily, VQElboTerms,
+    code_perplexity, count_codes, ema_codebook, restart_points, take_dead_codes,
+)
 from klvae.models.vae import VAEConfig
 from klvae.nets import make_encoder
-from klvae.bounds import ElboTerms
-from klvae.paths import lerp, slerp
 
-QUANTIZERS = ("vq-ema", "vq", "gumbel")
-EMA_DECAY = 0.99  # codebook and code-count moving averages
-EMA_EPSILON = 1e-5  # Laplace smoothing of the EMA cluster sizes
-RESTART_EVERY = 20  # training steps between dead-code checks
-DEAD_SHARE = 0.03  # a code is dead when it got less than this fraction of a uniform share of them
-FINAL_TEMPERATURE = 0.1  # gumbel: the annealing's end; then samples are hard (straight-through)
+__all__ = ["DEAD_SHARE", "EMA_DECAY", "EMA_EPSILON", "FINAL_TEMPERATURE", "PRIOR_FLOOR", "QUANTIZERS", "RESTART_EVERY",
+           "VQVAE", "CodeFamily", "VQElboTerms", "VQVAEConfig", "check_vqvae", "code_perplexity"]
+
 PRIOR_FLOOR = 1e-2  # counts added to every code of the prior, so log p stays finite
-
-
-@dataclass
-class VQElboTerms(ElboTerms):
-    """ElboTerms plus what VQ trains on: ``penalty`` (N,) the commitment (and codebook) loss,
-    ``loss_kl`` (N,) the KL to the uniform prior that the gumbel quantizer's loss weighs (None for
-    VQ), ``perplexity`` exp(entropy) of the batch's code usage (0-dim), ``temperature`` (gumbel)."""
-
-    penalty: torch.Tensor | None = None
-    loss_kl: torch.Tensor | None = None
-    perplexity: torch.Tensor | None = None
-    temperature: float | None = None
-
-    def loss(self, beta: float = 1.0, capacity: float | None = None, free_bits: float = 0.0,
-             group: int = 1) -> torch.Tensor:
-        """VQ: -recon + penalty (a hard posterior's KL carries no gradient; ``beta`` is unused).
-        Gumbel: -(recon - beta * KL(q || uniform)). Batch means."""
-        if self.loss_kl is None:
-            return -self.recon.mean() + self.penalty.mean()
-        return -(self.recon.mean() - beta * self.loss_kl.mean())
-
-
-def code_perplexity(probs: torch.Tensor) -> torch.Tensor:
-    """exp(H) of the mean code distribution of probs: (..., K) one-hot or soft; K when all codes are
-    used equally, 1 when one code is used everywhere."""
-    mean = probs.reshape(-1, probs.shape[-1]).double().mean(0)
-    return torch.exp(-(mean * mean.clamp_min(1e-30).log()).sum()).to(probs.dtype)
-
-
-class CodeFamily(LatentFamily):
-    """The latent "family" of VQ-VAE in the interface of ``klvae.latents`` (point and path)."""
-
-    geometry = "discrete"
-
-    def __init__(self):  # noqa: D107 (the model holds the sizes)
-        pass
-
-    def traversal(self, steps, span, device):
-        raise KlvaeError("traversals sweep continuous latent coordinates, and model vqvae has discrete codes; "
-                         "use sample or interpolate instead")
-
-    def point(self, q: Distribution) -> torch.Tensor:
-        """The mode of q: one-hot codes (N, P, K)."""
-        probs = q.base_dist.probs
-        return F.one_hot(probs.argmax(-1), probs.shape[-1]).to(probs.dtype)
-
-    def path(self, za: torch.Tensor, zb: torch.Tensor, t: torch.Tensor, spherical: bool) -> torch.Tensor:
-        """A blend of the two code choices: (S, P, K), each row of codes summing to 1."""
-        flat = (slerp if spherical else lerp)(za.flatten(), zb.flatten(), t).clamp_min(0)
-        path = flat.view(len(t), *za.shape)
-        return path / path.sum(-1, keepdim=True)
 
 
 def check_vqvae(spec) -> None:
@@ -154,6 +104,8 @@ class VQVAEConfig(VAEConfig):
 class VQVAE(nn.Module):
     """x: (N, *event_shape) -> q(z|x), a categorical over K codes at each of P positions;
     z: (*S, P, K) one-hot (or relaxed) -> p(x | z @ codebook) with batch (*S)."""
+
+    code_perplexity = staticmethod(code_perplexity)  # probs (..., K) -> exp(H) of code usage (val_perplexity)
 
     def __init__(self, spec):
         super().__init__()
@@ -278,15 +230,9 @@ class VQVAE(nn.Module):
         """The moving code counts (the prior), the EMA codebook, the step count."""
         if not torch.isfinite(z_e).all():
             return
-        self.code_counts.mul_(EMA_DECAY).add_(one_hot.sum(0), alpha=1 - EMA_DECAY)
-        self.recent_counts += one_hot.sum((0, 1))
+        count_codes(self.code_counts, self.recent_counts, one_hot)
         if self.quantizer == "vq-ema":
-            flat, hot = z_e.reshape(-1, self.latent_dim), one_hot.reshape(-1, self.codes)
-            self.cluster_size.mul_(EMA_DECAY).add_(hot.sum(0), alpha=1 - EMA_DECAY)
-            self.embed_sum.mul_(EMA_DECAY).add_(hot.t() @ flat, alpha=1 - EMA_DECAY)
-            n = self.cluster_size.sum()
-            size = (self.cluster_size + EMA_EPSILON) / (n + self.codes * EMA_EPSILON) * n
-            self.codebook.copy_(self.embed_sum / size[:, None])
+            ema_codebook(self.codebook, self.cluster_size, self.embed_sum, z_e, one_hot)
         self.steps += 1
 
     @torch.no_grad()
@@ -295,14 +241,10 @@ class VQVAE(nn.Module):
         step = int(self.steps)
         if step % RESTART_EVERY or not torch.isfinite(z_e).all():
             return
-        recent = self.recent_counts.clone()
-        self.recent_counts.zero_()
-        dead = torch.ones_like(recent, dtype=torch.bool) if step == 0 else recent < DEAD_SHARE * recent.mean()
+        dead = take_dead_codes(self.recent_counts, every=step == 0)
         if not dead.any():
             return
-        flat = z_e.reshape(-1, self.latent_dim)
-        picked = flat[torch.randint(len(flat), (int(dead.sum()),), device=flat.device)]
-        picked = picked + 1e-3 * flat.std() * torch.randn_like(picked)  # restarts on one row do not coincide
+        picked = restart_points(z_e, int(dead.sum()))
         self.codebook[dead] = picked
         if self.quantizer == "vq-ema":
             self.embed_sum[dead] = picked
