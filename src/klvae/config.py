@@ -52,6 +52,12 @@ def flat_keys() -> dict[str, tuple[str, dataclasses.Field]]:
     return keys
 
 
+def training_default(key: str) -> Any:
+    """The value a flat key takes when a config does not give it."""
+    section, f = flat_keys()[key]
+    return TRAINING_DEFAULTS.get(key, default_of(f))
+
+
 @dataclass(init=False)
 class TrainConfig:
     """Everything a training run needs; ``config.yaml`` in a run directory holds one of these.
@@ -144,11 +150,12 @@ def _sections(values: dict[str, Any]) -> dict[str, Any]:
             flat[key] = value
     keys = flat_keys()
     unknown = sorted(k for k in flat if k not in keys)
+    model_keys = {f.name for e in MODELS.entries() for f in fields(e.config)} | {"model"}
     for section, given in nested.items():
-        known = {f.name for f in fields(SECTIONS[section])} if section in SECTIONS else None
-        unknown += [f"{section}.{k}" for k in given if known is not None and k not in known]
+        known = {f.name for f in fields(SECTIONS[section])} if section in SECTIONS else model_keys
+        unknown += [f"{section}.{k}" for k in given if k not in known]
     if unknown:
-        hints = "".join(did_you_mean(k, list(keys)) for k in unknown)
+        hints = "".join(did_you_mean(k.split(".")[-1], list(keys)) for k in unknown)
         raise KlvaeError(f"unknown config key(s) {', '.join(unknown)}{hints}; valid keys: {', '.join(sorted(keys))}")
     for key, value in flat.items():
         section, f = keys[key]
