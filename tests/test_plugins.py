@@ -133,3 +133,24 @@ def test_a_plugin_model_with_its_own_option_and_a_plugin_sampler_work_from_the_c
     assert cli("sample", run, "--from", "gaussian-fit", "-n", "4", "--out", tmp_path / "s.png", *args).rc == 0
     wrong = cli("train", *args, "--data", "digits", "--input-dropout", "0.3", "--out", tmp_path / "r2")
     assert wrong.rc == 2 and "input_dropout is an option of --model vae-dropout" in wrong.err
+
+
+def test_a_model_assembled_from_parts_in_python_trains_and_reloads_with_them(plugin, tmp_path):
+    """Encoder, latent family (by its registered name), prior, decoder and likelihood, each given
+    from Python: the run records them as custom and loading takes the same parts again."""
+    from klvae.likelihoods import BernoulliLikelihood
+
+    parts = lambda: {"encoder": plugin.TinyEncoder((1, 8, 8), [16], 4),  # noqa: E731
+                     "decoder": plugin.TinyDecoder((1, 8, 8), [16], 2),
+                     "prior": plugin.LearnedLaplacePrior(2), "likelihood": BernoulliLikelihood()}
+    config = {"data": "digits", "latent": "laplace", "latent_dim": 2, "epochs": 1, "progress": False,
+              "out": str(tmp_path / "run")}
+    run = klvae.fit(config, **parts())
+    spec = json.loads((run / "model.json").read_text())
+    assert {spec[k] for k in ("net", "prior", "likelihood")} == {"custom"}
+    model = klvae.load(run, **parts())
+    assert isinstance(model.learned_prior, plugin.LearnedLaplacePrior)
+    assert model.learned_prior.loc.abs().sum() > 0  # the prior's trained parameters came back
+    assert math.isfinite(klvae.evaluate(run, iwae_k=5, model=model)["nll_iwae"])
+    with pytest.raises(KlvaeError, match="prior was passed from Python"):
+        klvae.load(run, encoder=parts()["encoder"], decoder=parts()["decoder"], likelihood=BernoulliLikelihood())
