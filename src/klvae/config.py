@@ -12,6 +12,7 @@ Field metadata (``help``, and ``registry`` or ``choices``) is what ``klvae train
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -84,11 +85,10 @@ class TrainConfig:
     def __getattr__(self, key: str) -> Any:  # a flat key, read from its section
         if key.startswith("_") or key in SECTIONS or key == "model":
             raise AttributeError(key)
-        for section in (*SECTIONS, "model"):
-            owner = self.__dict__.get(section)
-            if owner is not None and key in {f.name for f in fields(owner)}:
-                return getattr(owner, key)
-        raise AttributeError(f"TrainConfig has no option {key!r}{did_you_mean(key, list(flat_keys()))}")
+        section = _section_of(type(self.__dict__.get("model")), key)
+        if section is None:
+            raise AttributeError(f"TrainConfig has no option {key!r}{did_you_mean(key, list(flat_keys()))}")
+        return getattr(self.__dict__[section], key)
 
     def validate(self) -> None:
         """What one section asks of another (each section validated its own fields)."""
@@ -135,6 +135,16 @@ class TrainConfig:
     def replace(self, **changes: Any) -> "TrainConfig":
         """A copy with flat keys changed."""
         return TrainConfig.from_dict({**self.to_flat_dict(), **changes})
+
+
+@functools.lru_cache(maxsize=None)
+def _section_of(model_class: type, key: str) -> str | None:
+    """The section holding field ``key`` when the model section is a ``model_class`` (cached:
+    training reads flat keys every step)."""
+    for section, cls in (*SECTIONS.items(), ("model", model_class)):
+        if dataclasses.is_dataclass(cls) and key in {f.name for f in fields(cls)}:
+            return section
+    return None
 
 
 def _sections(values: dict[str, Any]) -> dict[str, Any]:
