@@ -154,3 +154,10 @@ def test_a_model_assembled_from_parts_in_python_trains_and_reloads_with_them(plu
     assert math.isfinite(klvae.evaluate(run, iwae_k=5, model=model)["nll_iwae"])
     with pytest.raises(KlvaeError, match="prior was passed from Python"):
         klvae.load(run, encoder=parts()["encoder"], decoder=parts()["decoder"], likelihood=BernoulliLikelihood())
+
+
+def test_an_encoder_without_its_decoder_is_a_one_line_error(plugin, tmp_path):
+    with pytest.raises(KlvaeError, match="pass encoder= and decoder= together"):
+        klvae.fit({"data": "digits", "epochs": 1, "progress": False, "out": str(tmp_path / "run")},
+                  encoder=plugin.TinyEncoder((1, 8, 8), [16], 32))
+    assert not (tmp_path / "run" / "config.yaml").exists()

@@ -14,7 +14,7 @@ import torch
 from klvae.generation import interpolate, reconstruct, sample
 from klvae.objectives import objective_column
 from klvae.report.plots import drawable, save_curves, save_grid
-from klvae.run import STEPS, atomic_write, read_metrics, save_model, write_metrics
+from klvae.run import STEPS, RunDir, atomic_write
 
 STEP_VALUES = ("loss", "recon", "kl")  # the columns of a step record after its number and KL weight
 
@@ -24,8 +24,8 @@ class StepsFile:
     fsynced) rather than rewritten. A resumed run truncates it to the size it had when its
     checkpoint was written, which also drops a row half-written by a killed process."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, run: RunDir):
+        self.run, self.path = run, run.file(STEPS)
         self.columns: list[str] = []
 
     def start(self, columns: list[str]) -> None:
@@ -44,8 +44,7 @@ class StepsFile:
             if self.path.stat().st_size > size:
                 os.truncate(self.path, size)
             return None
-        rows = [r for r in read_metrics(self.path.parent, self.path.name) if r["step"] < before_step]
-        write_metrics(self.path.parent, rows, self.path.name)
+        self.run.write_metrics([r for r in self.run.metrics(STEPS) if r["step"] < before_step], STEPS)
         return None
 
     def append(self, rows: list[list]) -> int:
@@ -66,12 +65,12 @@ class RunDirectory(L.Callback):
     run needs of it (the best value, steps.csv's size) goes into the checkpoint."""
 
     def __init__(self, run_dir: Path, spec, config):
-        self.run_dir, self.spec, self.resume = Path(run_dir), spec, config.resume
-        self.rows = read_metrics(run_dir) if config.resume else []
+        self.run, self.spec, self.resume = RunDir(run_dir), spec, config.resume
+        self.rows = self.run.metrics() if config.resume else []
         self.column = objective_column(config)
         finite = [r[self.column] for r in self.rows if math.isfinite(r.get(self.column, math.nan))]
         self.best = max(finite, default=-math.inf)  # a checkpoint's own value replaces it
-        self.steps = StepsFile(self.run_dir / STEPS)
+        self.steps = StepsFile(self.run)
         self.steps_size: int | None = None
         self.restored: dict | None = None
 
@@ -101,14 +100,14 @@ class RunDirectory(L.Callback):
         if not trainer.is_global_zero:
             return
         self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
-        write_metrics(self.run_dir, self.rows)
+        self.run.write_metrics(self.rows)
         steps = self.step_rows(task, records, row["epoch"])
         self.steps_size = self.steps.append(steps)
         log_tensorboard(trainer, row, self.steps.columns, steps)
         val = row.get(self.column, math.nan)
         if math.isfinite(val) and val > self.best:
             self.best = val
-            save_model(self.run_dir, task.model, self.spec)
+            self.run.save_model(task.model, self.spec)
 
     def step_rows(self, task, records, epoch: int) -> list[list]:
         """steps.csv's rows of the epoch's steps that were taken (skipped ones have none)."""
@@ -175,13 +174,14 @@ def write_pictures(run_dir: Path, model, x: torch.Tensor, seed: int, labels: tor
     """The standard pictures of a run from held-out data x: (N, *event); image pictures only when
     the data are images. ``labels`` (N,): the class labels of x, for a conditional model."""
     model.eval()
+    run = RunDir(run_dir)
     if drawable(x.shape[1:]):
         x = x[:16].to(next(model.parameters()).device)
         y = labels[:16] if labels is not None else None
-        save_grid(run_dir / "samples.png", sample(model, 64, seed))
-        save_grid(run_dir / "reconstructions.png", torch.cat([x, reconstruct(model, x, y)]), rows=2)
+        save_grid(run.file("samples.png"), sample(model, 64, seed))
+        save_grid(run.file("reconstructions.png"), torch.cat([x, reconstruct(model, x, y)]), rows=2)
         ends = y[:2] if y is not None else None
-        save_grid(run_dir / "interpolation.png", interpolate(model, x[0], x[1], 10, condition=ends), rows=1)
-    rows = read_metrics(run_dir)
+        save_grid(run.file("interpolation.png"), interpolate(model, x[0], x[1], 10, condition=ends), rows=1)
+    rows = run.metrics()
     if rows:
-        save_curves(run_dir / "curves.png", rows)
+        save_curves(run.file("curves.png"), rows)

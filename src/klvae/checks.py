@@ -69,8 +69,21 @@ def choice(owner: Any, name: str, allowed: Registry | tuple[str, ...], extra: tu
         raise KlvaeError(f"{name} must be one of {', '.join((*extra, *allowed))}; got {value!r}{did_you_mean(str(value), allowed)}")
 
 
+def declared_choices(owner: Any) -> None:
+    """Every field of a config dataclass whose metadata names its ``registry`` or ``choices`` holds
+    one of them (or of its ``extra``, or "custom" where the field's ``custom`` says a part may come
+    from Python): the choices are declared once, beside the field."""
+    from dataclasses import fields
+
+    for f in fields(owner):
+        allowed = f.metadata.get("registry") or f.metadata.get("choices")
+        if allowed is not None:
+            choice(owner, f.name, allowed, (*f.metadata.get("extra", ()), *(("custom",) if f.metadata.get("custom") else ())))
+
+
 def doc(text: str, **metadata: Any) -> dict:
     """Field metadata of an option: its one-line help (what ``--help`` shows) and, optionally,
     ``registry`` (a Registry whose names are the choices), ``choices`` (a tuple), ``extra``
-    (choices beside a registry's, e.g. "auto"), ``internal`` (set by the library, not a flag)."""
+    (choices beside a registry's, e.g. "auto"), ``custom`` (a module passed from Python may stand
+    in: the value "custom"), ``internal`` (set by the library, not a flag)."""
     return {"help": text, **metadata}

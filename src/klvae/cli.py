@@ -54,7 +54,7 @@ def build_parser() -> Parser:
 def cmd_train(args: argparse.Namespace) -> None:
     from klvae.api import fit, is_primary_process, train_config
     from klvae.config import flat_keys
-    from klvae.run import read_metrics
+    from klvae.run import RunDir
 
     given = {key: getattr(args, key) for key in flat_keys() if hasattr(args, key)}
     config = train_config(args.config, **given)
@@ -62,7 +62,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if not is_primary_process():  # DDP ranks > 0 re-run this command; only one reports
         return
 
-    rows = read_metrics(run_dir)
+    rows = RunDir(run_dir).metrics()
     last = rows[-1] if rows else {}
     best = max((r["val_elbo"] for r in rows), default=float("nan"))
     print(f"trained {config.model.name} on {config.data.name} into {run_dir}: {len(rows)} epochs, best val ELBO "
@@ -87,7 +87,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 def cmd_score(args: argparse.Namespace) -> None:
     from klvae.evaluation.anomaly import score
-    from klvae.run import atomic_write
+    from klvae.files import atomic_write
 
     report = score(args.run, args.data, args.split, args.score, args.iwae_k, args.batch_size, args.seed,
                    args.anomalous_labels, args.ood_data, args.ood_split, args.data_dir,
@@ -115,11 +115,11 @@ def cmd_score(args: argparse.Namespace) -> None:
 def cmd_sample(args: argparse.Namespace) -> None:
     from klvae.api import sample
     from klvae.report.plots import save_grid
-    from klvae.run import load_config
+    from klvae.run import RunDir
 
     if args.out is None and not args.quality:
         raise KlvaeError("sample needs --out PNG to write the grid, --quality to score the samples, or both")
-    config = load_config(args.run)
+    config = RunDir.open(args.run).config()
     if args.quality:
         from klvae.evaluation.sample_quality import classifier_data
 

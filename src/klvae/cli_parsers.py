@@ -25,7 +25,7 @@ def _choices(meta: dict) -> str:
 
 def _add_option(group, key: str, section: str, f) -> None:
     """One flag of `klvae train`, generated from a config field: its help, choices and default."""
-    from klvae.config import training_default
+    from klvae.config_sections import default_of
 
     flag = "--" + key.replace("_", "-")
     kind = str(f.type)
@@ -35,7 +35,7 @@ def _add_option(group, key: str, section: str, f) -> None:
 
         owners = [e.name for e in MODELS.entries() if key in {g.name for g in e.config.options()}]
         owner = "" if len(owners) in (0, len(MODELS)) else f"[--model {'/'.join(owners)}] "
-    text = f"{owner}{f.metadata.get('help', '')}{_choices(f.metadata)} (default: {training_default(key)})".replace("%", "%%")
+    text = f"{owner}{f.metadata.get('help', '')}{_choices(f.metadata)} (default: {default_of(f)})".replace("%", "%%")
     if kind == "bool":
         group.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
     elif kind.startswith("list["):

@@ -30,7 +30,6 @@ from klvae.registry import did_you_mean
 SECTIONS = {"data": DataConfig, "objective": ObjectiveConfig, "schedule": ScheduleConfig, "collapse": CollapseConfig,
             "trainer": TrainerConfig, "output": OutputConfig}
 SELECTORS = ("data", "model", "objective")  # a flat key of this name is the section's ``name``
-TRAINING_DEFAULTS = {"net": "auto", "likelihood": "auto"}  # what train resolves from the data when not given
 
 
 @dataclass
@@ -51,12 +50,6 @@ def flat_keys() -> dict[str, tuple[str, dataclasses.Field]]:
         for f in entry.config.options():
             keys.setdefault(f.name, ("model", f))
     return keys
-
-
-def training_default(key: str) -> Any:
-    """The value a flat key takes when a config does not give it."""
-    section, f = flat_keys()[key]
-    return TRAINING_DEFAULTS.get(key, default_of(f))
 
 
 @dataclass(init=False)
@@ -189,7 +182,7 @@ def _model_section(values: dict[str, Any]):
         if used:
             are = "are options" if len(used) > 1 else "is an option"
             raise KlvaeError(f"{', '.join(used)} {are} of --model {other.name}; add --model {other.name} or drop them")
-    chosen = {**TRAINING_DEFAULTS, **{k: coerce(entry.config, k, v) for k, v in values.items() if k in own}}
+    chosen = {k: coerce(entry.config, k, v) for k, v in values.items() if k in own}
     return model_config({**chosen, "name": name})
 
 

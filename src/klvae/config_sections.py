@@ -9,6 +9,7 @@ from typing import Any
 from klvae import checks
 from klvae.checks import doc
 from klvae.errors import KlvaeError
+from klvae.latents import LATENTS, latent_family
 from klvae.objectives import OBJECTIVES
 from klvae.schedules import SCHEDULES
 
@@ -30,9 +31,9 @@ class DataConfig:
         "classes left out of train and val (anomaly detection), e.g. 3"))
 
     def __post_init__(self) -> None:
+        checks.declared_choices(self)
         if not isinstance(self.name, str) or not self.name:
             raise KlvaeError(f"data must name a data set or a file; got {self.name!r}")
-        checks.choice(self, "binarize", ("auto", "dynamic", "static", "none"))
         checks.within(self, "val_fraction", 0, 0.5, "(]")
         checks.boolean(self, "download")
         checks.int_list(self, "exclude_labels", "class labels like [3]", allow_empty=True, least=-2**62)
@@ -55,8 +56,7 @@ class ObjectiveConfig:
     free_bits_group: int = field(default=1, metadata=doc("latent dimensions per free-bits group"))
 
     def __post_init__(self) -> None:
-        checks.choice(self, "name", OBJECTIVES)
-        checks.choice(self, "kl_estimator", ("auto", "analytic", "mc"))
+        checks.declared_choices(self)
         checks.positive_int(self, "k", "kl_samples", "free_bits_group")
         checks.boolean(self, "dreg")
         checks.number(self, "beta", "free_bits")
@@ -68,8 +68,6 @@ class ObjectiveConfig:
     def check_with(self, schedule: "ScheduleConfig", model: Any) -> None:
         """What the objective asks of the KL schedule, of --beta and of the model's latent family
         (the capabilities of its registry entry)."""
-        from klvae.latents import LATENTS, latent_family
-
         entry = OBJECTIVES[self.name]
         weighted = OBJECTIVES.where(lambda e: bool(e.get("kl_weighted")))
         fix = f", or use --objective {weighted[0]}" if weighted else ""
@@ -104,7 +102,7 @@ class ScheduleConfig:
     capacity: float = field(default=25.0, metadata=doc("capacity: the target KL C in nats"))
 
     def __post_init__(self) -> None:
-        checks.choice(self, "kl_schedule", SCHEDULES)
+        checks.declared_choices(self)
         checks.positive_int(self, "kl_steps", "kl_cycles")
         checks.within(self, "kl_start", 0, 1, "[]")
         checks.within(self, "kl_ratio", 0, 1, "(]")
@@ -134,12 +132,12 @@ class CollapseConfig:
         choices=("warn", "stop", "free-bits")))
 
     def __post_init__(self) -> None:
+        checks.declared_choices(self)
         checks.number(self, "collapse_kl")
         if self.collapse_kl < 0:
             raise KlvaeError(f"collapse_kl must be >= 0 nats; got {self.collapse_kl}")
         checks.non_negative_int(self, "collapse_units")
         checks.positive_int(self, "collapse_patience")
-        checks.choice(self, "on_collapse", ("warn", "stop", "free-bits"))
 
 
 @dataclass
@@ -166,13 +164,11 @@ class TrainerConfig:
     progress: bool = field(default=True, metadata=doc("show a progress bar"))
 
     def __post_init__(self) -> None:
+        checks.declared_choices(self)
         checks.positive_int(self, "epochs", "batch_size", "max_bad_steps", "num_nodes")
         checks.non_negative_int(self, "seed", "patience")
         checks.within(self, "lr", 0, 10)
         checks.within(self, "adam_eps", 0, 1)
-        checks.choice(self, "lr_schedule", ("constant", "iwae-stages"))
-        checks.choice(self, "accelerator", ("auto", "cpu", "gpu", "cuda", "mps", "tpu"))
-        checks.choice(self, "precision", ("32-true", "bf16-mixed", "16-mixed"))
         checks.boolean(self, "progress")
         if self.devices != "auto" and not (str(self.devices).isdigit() and int(self.devices) > 0):
             raise KlvaeError(f"devices must be 'auto' or a positive integer; got {self.devices!r}")
@@ -188,6 +184,7 @@ class OutputConfig:
     iwae_k: int = field(default=1000, metadata=doc("importance samples of the evaluation after training"))
 
     def __post_init__(self) -> None:
+        checks.declared_choices(self)
         checks.boolean(self, "resume")
         checks.positive_int(self, "iwae_k")
 

@@ -66,8 +66,6 @@ class Registry:
         return builder
 
     def __getitem__(self, name: str) -> Entry:
-        """The entry ``name``; a config section that selects an entry (has a ``name``) names it."""
-        name = getattr(name, "name", name)
         entry = self._entries.get(name) if isinstance(name, str) else None
         if entry is None:
             raise KlvaeError(self.unknown(name))
@@ -94,7 +92,6 @@ class Registry:
         return self[name].builder(*args, **kwargs)
 
     def __contains__(self, name: object) -> bool:
-        name = getattr(name, "name", name)
         return isinstance(name, str) and name in self._entries
 
     def __iter__(self) -> Iterator[str]:

@@ -56,13 +56,17 @@ class RunDir:
     def open(cls, path: str | Path) -> "RunDir":
         """A finished run (config, weights and model spec present); a one-line KlvaeError if not."""
         run = cls(path)
-        if not run.path.is_dir():
-            raise KlvaeError(f"run directory {run.path} does not exist; pass the --out directory of a `klvae train` run")
-        missing = [name for name in (CONFIG, WEIGHTS, SPEC) if not run.file(name).is_file()]
-        if missing:
-            raise KlvaeError(f"{run.path} is not a finished klvae run (missing {', '.join(missing)}); train into it "
-                             f"with `klvae train --out {run.path}`")
+        run.check_finished()
         return run
+
+    def check_finished(self) -> None:
+        """A one-line KlvaeError unless the run holds its config, weights and model spec."""
+        if not self.path.is_dir():
+            raise KlvaeError(f"run directory {self.path} does not exist; pass the --out directory of a `klvae train` run")
+        missing = [name for name in (CONFIG, WEIGHTS, SPEC) if not self.file(name).is_file()]
+        if missing:
+            raise KlvaeError(f"{self.path} is not a finished klvae run (missing {', '.join(missing)}); train into it "
+                             f"with `klvae train --out {self.path}`")
 
     def check_start(self, resume: bool, overwrite: bool, primary: bool = True) -> None:
         """Refuse a start that would damage what is there; changes nothing."""
@@ -132,7 +136,8 @@ class RunDir:
         """The trained model, in eval mode (weights from safetensors, no pickle). ``parts``
         (encoder=, decoder=, prior=, likelihood=): the modules a run trained with parts passed from
         Python needs again; the run directory names registered components only, never code."""
-        spec = RunDir.open(self.path).spec()
+        self.check_finished()
+        spec = self.spec()
         model = build_model(spec, **parts)
         try:
             model.load_state_dict(load_file(str(self.file(WEIGHTS)), device=str(device)))

@@ -231,13 +231,13 @@ def score(run_dir, data: str | None = None, split: str = "test", scores: list[st
     The anomalous examples, when known, give AUROC / AUPRC per score: those of the classes
     ``anomalous_labels``, or every example of ``ood_split`` of ``ood_data`` scored as a second set
     (the first set then being all normal). Units: nats per data point, higher = more anomalous."""
-    from klvae.run import load, load_config
+    from klvae.run import RunDir
 
     names = check_scores(scores)
     if anomalous_labels and ood_data is not None:
         raise KlvaeError("give either anomalous labels (--anomalous-labels) or a second data set (--ood-data), not both")
-    config = load_config(run_dir)
-    model = load(run_dir, device)
+    run = RunDir.open(run_dir)
+    config, model = run.config(), run.load_model(device)
     likelihood = getattr(model.spec, "likelihood", "bernoulli")
     reference = reference_nll(model, config, iwae_k, batch_size, seed, data_dir, reference_size) \
         if "typicality" in names else None

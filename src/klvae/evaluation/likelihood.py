@@ -1,7 +1,6 @@
 """Test ELBO and the IWAE estimate of log p(x), batched over data points and samples."""
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +13,7 @@ from klvae.evaluation.directional import angle_recovery
 from klvae.errors import KlvaeError
 from klvae.models.conditional import condition_of
 from klvae.objectives import ElboTerms, elbo, iwae_bound
-from klvae.run import atomic_write, load, load_config
+from klvae.run import RunDir
 
 SPLITS = ("train", "val", "test")
 ELEMENT_BUDGET = 2**21  # decoder outputs (samples x points x pixels) held at once: ~8 MB of float32
@@ -112,8 +111,9 @@ def evaluate(run_dir: str | Path, split: str = "test", iwae_k: int = 1000, batch
              seed: int = 0, data_dir: str | None = None, device: str = "cpu", model=None) -> dict:
     """Evaluate a run directory on one split; also writes ``eval_<split>.json`` there. ``model``:
     the run's model already loaded (e.g. ``klvae.load(run, encoder=...)`` for parts from Python)."""
-    config = load_config(run_dir)
-    model = load(run_dir, device) if model is None else model.to(device).eval()
+    run = RunDir.open(run_dir)
+    config = run.config()
+    model = run.load_model(device) if model is None else model.to(device).eval()
     x, labels = split_with_labels(config, split, data_dir)
     condition = condition_of(model, labels)
     result = {"split": split, **evaluate_model(model, x, iwae_k, batch_size, seed, condition)}
@@ -121,5 +121,5 @@ def evaluate(run_dir: str | Path, split: str = "test", iwae_k: int = 1000, batch
         result["condition"] = "label"
     if labels is not None and labels.is_floating_point():  # ground-truth angles (pendulum, arm)
         result["circular_correlation"] = angle_recovery(model, x.to(device), labels)
-    atomic_write(Path(run_dir) / f"eval_{split}.json", json.dumps(result, indent=2))
+    run.save_result(f"eval_{split}", result)
     return result

@@ -88,7 +88,7 @@ def reference_classifier(ds, cache: str | os.PathLike | None = None) -> tuple[Cl
     from safetensors import safe_open
     from safetensors.torch import load_file, save
 
-    from klvae.run import atomic_write
+    from klvae.files import atomic_write
 
     path = cache_dir(cache) / f"classifier-{ds.name}-v{VERSION}.safetensors"
     with torch.random.fork_rng(devices=[]):

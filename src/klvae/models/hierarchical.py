@@ -117,7 +117,7 @@ class HierarchicalFamily(LatentFamily):
     """The latent "family" of the hierarchical model, in the interface of ``klvae.latents``: the
     encoder output h (N, 2 sum(latent_dims)) is the bottom-up evidence of every layer."""
 
-    def __init__(self, model: "HierarchicalVAE"):  # noqa: D107 (no LatentFamily.__init__: the model holds the sizes)
+    def __init__(self, model: "HierarchicalVAE"):  # the model holds the sizes
         self.model = model
         self.dims = model.dims
         self.params, self.decoder_dim = 2 * sum(self.dims), self.dims[0]
@@ -145,7 +145,7 @@ def check_hierarchical(spec) -> None:
     ):
         raise KlvaeError(f"latent_dims must list the latent sizes of --model hvae, bottom to top, like [100, 50]; "
                          f"got {dims!r}")
-    if spec.latent != "gaussian" or spec.prior != "standard":
+    if spec.changed("latent", "prior"):  # the layers are Gaussian, the prior hierarchical
         raise KlvaeError(f"model hvae has Gaussian layers and its own hierarchical prior; got latent {spec.latent!r}, "
                          f"prior {spec.prior!r}; use --latent gaussian --prior standard")
     checks.boolean(spec, "residual", "kl_balance")

@@ -40,7 +40,10 @@ def check_parts(config, parts: dict[str, nn.Module | None]) -> None:
 
 
 def record_parts(values: dict, parts: dict[str, nn.Module | None]) -> dict:
-    """The config values with "custom" in the field of every part passed from Python."""
+    """The config values with "custom" in the field of every part passed from Python. The encoder
+    and the decoder share one field (``net``): they come together or not at all."""
+    if (parts.get("encoder") is None) != (parts.get("decoder") is None):
+        raise KlvaeError("pass encoder= and decoder= together (both your own modules), or neither (the --net body)")
     return {**values, **{PART_FIELD[p]: CUSTOM for p in PARTS if parts.get(p) is not None}}
 
 

@@ -102,7 +102,7 @@ class CodeFamily(LatentFamily):
 
     geometry = "discrete"
 
-    def __init__(self):  # noqa: D107 (the model holds the sizes)
+    def __init__(self):  # the model holds the sizes
         pass
 
     def traversal(self, steps, span, device):

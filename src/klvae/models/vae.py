@@ -37,17 +37,19 @@ class VAEConfig:
     latent_dim: int = field(default=16, metadata=doc("latent dimensions D"))
     hidden: list[int] = field(default_factory=lambda: [256, 256], metadata=doc(
         "hidden layer widths of the encoder (the decoder mirrors them), e.g. 512 512"))
-    net: str = field(default="mlp", metadata=doc("network body; auto: conv for 28x28 / 64x64 images, else mlp",
-                                                  registry=NETS, extra=("auto",)))
+    net: str = field(default="auto", metadata=doc("network body; auto: conv for 28x28 / 64x64 images, else mlp",
+                                                  registry=NETS, extra=("auto",), custom=True))
     activation: str = field(default="relu", metadata=doc("activation of the hidden layers", choices=tuple(ACTIVATIONS)))
-    likelihood: str = field(default="bernoulli", metadata=doc(
-        "p(x|z); auto: bernoulli for binary or binarised data, else gaussian", registry=LIKELIHOODS, extra=("auto",)))
+    likelihood: str = field(default="auto", metadata=doc(
+        "p(x|z); auto: bernoulli for binary or binarised data, else gaussian", registry=LIKELIHOODS, extra=("auto",),
+        custom=True))
     decoder_scale: float | None = field(default=None, metadata=doc(
         "gaussian likelihood: a fixed scale; unset: learned per data element"))
     min_scale: float = field(default=1e-4, metadata=doc(
         "floor added to softplus scales; keeps log q finite as a scale goes to 0"))
     latent: str = field(default="gaussian", metadata=doc("latent family of q(z|x) and its prior", registry=LATENTS))
-    prior: str = field(default="standard", metadata=doc("p(z): the family's own, or a learned one", registry=PRIORS))
+    prior: str = field(default="standard", metadata=doc("p(z): the family's own, or a learned one", registry=PRIORS,
+                                                        custom=True))
     prior_components: int = field(default=10, metadata=doc("mog: mixture components; vamp: pseudo-inputs"))
     sparsity: float = field(default=0.5, metadata=doc("spike-slab prior: probability that a latent dimension is on"))
     name: str = field(default="vae", metadata=doc("the model (see `klvae models`)", internal=True))
@@ -67,12 +69,7 @@ class VAEConfig:
         checks.positive_int(self, "latent_dim", "prior_components")
         checks.non_negative_int(self, "num_classes")
         checks.int_list(self, "hidden", "positive layer widths like [256, 256]")
-        checks.choice(self, "activation", tuple(ACTIVATIONS))
-        checks.choice(self, "net", NETS, ("auto", CUSTOM))
-        checks.choice(self, "likelihood", LIKELIHOODS, ("auto", CUSTOM))
-        checks.choice(self, "latent", LATENTS)
-        checks.choice(self, "prior", PRIORS, (CUSTOM,))
-        checks.choice(self, "decoder", DECODERS)
+        checks.declared_choices(self)
         checks.within(self, "min_scale", 0, 1)
         checks.within(self, "sparsity", 0, 1)
         checks.boolean(self, "conditional_prior")
@@ -93,6 +90,11 @@ class VAEConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def changed(self, *names: str) -> list[str]:
+        """Those of ``names`` whose value is not the field's default (options a user set)."""
+        defaults = {f.name: f.default for f in fields(VAEConfig)}
+        return [n for n in names if getattr(self, n) != defaults[n]]
 
     @classmethod
     def options(cls) -> list:

@@ -65,15 +65,13 @@ PRIOR_FLOOR = 1e-2  # counts added to every code of the prior, so log p stays fi
 
 def check_vqvae(spec) -> None:
     """The options of --model vqvae; a one-line KlvaeError naming the fix."""
-    if spec.quantizer not in QUANTIZERS:
-        raise KlvaeError(f"quantizer must be one of {', '.join(QUANTIZERS)}; got {spec.quantizer!r}")
     for name, least in (("codes", 2), ("positions", 1), ("temperature_steps", 1)):
         value = getattr(spec, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
             raise KlvaeError(f"{name} must be an integer >= {least}; got {value!r}")
     if not spec.commitment >= 0 or not spec.temperature > 0 or math.isinf(spec.commitment + spec.temperature):
         raise KlvaeError(f"commitment must be >= 0 and temperature > 0 (finite); got {spec.commitment}, {spec.temperature}")
-    if spec.latent != "gaussian" or spec.prior != "standard":
+    if spec.changed("latent", "prior"):  # the latent is the code choice, the prior over codes
         raise KlvaeError(f"model vqvae has its own categorical latent and prior over codes; got latent {spec.latent!r}, "
                          f"prior {spec.prior!r}; drop --latent and --prior")
 
@@ -96,9 +94,9 @@ class VQVAEConfig(VAEConfig):
         "gumbel: training steps of the annealing; then hard straight-through samples"))
 
     def validate(self) -> None:
+        super().validate()  # the quantizer among its declared choices, the networks' options
         checks.number(self, "commitment", "temperature")
         check_vqvae(self)
-        super().validate()
 
 
 class VQVAE(nn.Module):

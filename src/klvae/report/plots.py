@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from klvae.errors import KlvaeError  # noqa: E402
-from klvae.run import atomic_save, atomic_write  # noqa: E402
+from klvae.files import atomic_save, atomic_write  # noqa: E402
 
 
 def drawable(event_shape: tuple[int, ...]) -> bool:
