@@ -40,16 +40,19 @@ HIDDEN, LATENT, BATCH, LR, MIN_SCALE = [512, 512], 32, 100, 1e-3, 1e-4  # MIN_SC
 
 
 class BatchTimer(L.Callback):
-    """Times batches warmup .. warmup + n, then stops the run (validation and files come after)."""
+    """Times optimisation steps warmup .. warmup + n, then stops the run (validation and files come
+    after). Lightning's batches hold ``steps_per_execution`` steps each, so the clock reads
+    ``global_step`` and scales the seconds to exactly n steps."""
 
     def __init__(self, warmup: int, n: int):
-        self.warmup, self.n, self.seconds = warmup, n, None
+        self.warmup, self.n, self.seconds, self.start = warmup, n, None, None
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        if batch_idx == self.warmup - 1:
-            self.t0 = time.perf_counter()
-        elif batch_idx == self.warmup + self.n - 1:
-            self.seconds = time.perf_counter() - self.t0
+        step = trainer.global_step
+        if self.start is None and step >= self.warmup:
+            self.start, self.t0 = step, time.perf_counter()
+        elif self.start is not None and step - self.start >= self.n:
+            self.seconds = (time.perf_counter() - self.t0) * self.n / (step - self.start)
             trainer.should_stop = True
 
 

@@ -98,7 +98,8 @@ def fit(config: TrainConfig | dict[str, Any] | str | Path, overwrite: bool = Fal
         run.save_spec(spec)
     ckpt = run.last_checkpoint if config.output.resume else None
     batch = config.trainer.batch_size
-    trainer.fit(task, loader(data.train, batch, True, data.train_labels if conditioned else None),
+    chunk = batch * config.trainer.steps_per_execution  # VAETask.training_step splits it into batches
+    trainer.fit(task, loader(data.train, chunk, True, data.train_labels if conditioned else None),
                 loader(data.val, batch, False, data.val_labels if conditioned else None), ckpt_path=ckpt)
     return run.path
 

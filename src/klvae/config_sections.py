@@ -146,6 +146,10 @@ class TrainerConfig:
 
     epochs: int = field(default=50, metadata=doc("full passes over the training set"))
     batch_size: int = field(default=100, metadata=doc("data points per optimisation step"))
+    steps_per_execution: int = field(default=8, metadata=doc(
+        "optimisation steps per call of the training step: the loader hands over this many batches at once "
+        "(as Keras's steps_per_execution), so Lightning's per-batch hooks run once per call; the steps are "
+        "the same"))
     lr: float = field(default=1e-3, metadata=doc("Adam's step size"))
     lr_schedule: str = field(default="constant", metadata=doc(
         "constant; iwae-stages: Burda et al.'s 8 stages of 3^(i-1) epochs at lr x 10^(-(i-1)/7)",
@@ -165,7 +169,7 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         checks.declared_choices(self)
-        checks.positive_int(self, "epochs", "batch_size", "max_bad_steps", "num_nodes")
+        checks.positive_int(self, "epochs", "batch_size", "steps_per_execution", "max_bad_steps", "num_nodes")
         checks.non_negative_int(self, "seed", "patience")
         checks.within(self, "lr", 0, 10)
         checks.within(self, "adam_eps", 0, 1)

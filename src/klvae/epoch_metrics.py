@@ -9,8 +9,8 @@ from torchmetrics import Metric
 class Mean(Metric):
     """The mean over data points of per-point values (N, *shape) -> (*shape), summed in float64.
 
-    ``keep`` (a 0-dim bool tensor) drops a batch without a host sync: a skipped training step's
-    values (maybe NaN) count for nothing. The sum takes the values' trailing shape on the first
+    ``weights`` (N,) count each row that many times (e.g. batch means weighted by batch sizes); a
+    row of weight 0 counts for nothing even when it is NaN (a skipped training step's). The sum takes the values' trailing shape on the first
     update (a scalar state that broadcasts), so one class serves (N,) and (N, D) alike."""
 
     full_state_update = False
@@ -22,12 +22,14 @@ class Mean(Metric):
         self.add_state("total", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, values: torch.Tensor, keep: torch.Tensor | None = None) -> None:
-        total = values.detach().sum(0, dtype=torch.float64)
-        count = values.new_tensor(float(values.shape[0]), dtype=torch.float64)
-        if keep is not None:
-            total = torch.where(keep, total, 0.0)
-            count = count * keep
+    def update(self, values: torch.Tensor, weights: torch.Tensor | None = None) -> None:
+        if weights is None:
+            total = values.detach().sum(0, dtype=torch.float64)
+            count = values.new_tensor(float(values.shape[0]), dtype=torch.float64)
+        else:
+            w = weights.to(torch.float64).reshape(-1, *[1] * (values.dim() - 1))
+            total = torch.where(w > 0, values.detach().double() * w, 0.0).sum(0)
+            count = weights.to(torch.float64).sum()
         self.total = self.total + total
         self.count = self.count + count
 

@@ -36,18 +36,25 @@ class NonFiniteGuard:
         return self
 
     def judge(self, loss: torch.Tensor, parameters, step: int) -> torch.Tensor:
-        """The 0-dim bool flag 'this step is bad': ``loss`` or a gradient of ``parameters`` is not
-        finite; updates the counters. No host sync."""
-        grads = [p.grad for p in parameters if p.grad is not None]
-        total = loss.detach().float()
-        if grads:
-            total = total + torch.stack(torch._foreach_norm(grads)).sum()
-        bad = ~torch.isfinite(total)
-        self.skipped += bad
-        self.streak = (self.streak + 1) * bad
+        """The 0-dim float flag 'this step is bad' (1.0) or not (0.0): ``loss`` or a gradient of
+        ``parameters`` is not finite (one fused check per device and dtype, as AMP's GradScaler
+        does); updates the counters. No host sync."""
+        bad = (~torch.isfinite(loss.detach())).float()
+        for grads in _grouped([p.grad for p in parameters if p.grad is not None]):
+            if grads[0].device != bad.device:
+                bad = bad.to(grads[0].device)
+            torch._amp_foreach_non_finite_check_and_unscale_(grads, bad, self.one(bad.device))
+        self.skipped += bad.long()
+        self.streak = (self.streak + 1) * bad.long()
         reached = (self.streak >= self.max_bad_steps) & (self.tripped < 0)
         self.tripped = torch.where(reached, step, self.tripped)
         return bad
+
+    def one(self, device: torch.device) -> torch.Tensor:
+        """The unit scale the fused check multiplies the gradients by (kept, not rebuilt, per device)."""
+        if getattr(self, "_one", None) is None or self._one.device != device:
+            self._one = torch.ones((), device=device)
+        return self._one
 
     def stop_if_tripped(self, step: int, epoch: int, force: bool = False) -> None:
         """Raise the run-stopping KlvaeError once ``max_bad_steps`` bad steps came in a row (read on
@@ -66,12 +73,20 @@ class NonFiniteGuard:
         return {"skipped_steps": int(self.skipped), "bad_in_a_row": int(self.streak)}
 
 
+def _grouped(grads: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+    """The gradients by (device, dtype): what one fused check takes."""
+    groups: dict[tuple, list[torch.Tensor]] = {}
+    for g in grads:
+        groups.setdefault((g.device, g.dtype), []).append(g)
+    return list(groups.values())
+
+
 def guarded_step(optimizer, bad: torch.Tensor) -> None:
     """``optimizer.step()`` unless ``bad``: on the device through ``found_inf`` when the optimiser
     supports it (fused Adam), else decided on the host. ``optimizer`` may be Lightning's wrapper."""
     raw = getattr(optimizer, "optimizer", optimizer)
     if getattr(raw, "_step_supports_amp_scaling", False):
-        raw.found_inf = bad.to(torch.float32)
+        raw.found_inf = bad if bad.dtype == torch.float32 else bad.to(torch.float32)
         try:
             optimizer.step()
         finally:

@@ -59,7 +59,8 @@ class VAETask(L.LightningModule):
         self.train_means = ColumnMeans(self.columns("train"))
         self.val_means = ColumnMeans(self.columns("val"))
         self.val_row: dict[str, float] = {}
-        self._steps: list[int] = []
+        self._steps: list[int] = []  # the epoch's steps, their batch sizes and records (see take_steps)
+        self._sizes: list[int] = []
         self._records: list[torch.Tensor] = []
         self._restored: dict | None = None
         self._guarded: list[torch.nn.Parameter] | None = None  # the model's, listed once for the guard
@@ -85,19 +86,22 @@ class VAETask(L.LightningModule):
         return base + ([extra] if extra and extra not in base else [])
 
     # --- the shared step ----------------------------------------------------------------------------
-    def _common_step(self, batch, training: bool) -> Breakdown:
-        x, y = unpack(batch)
-        if training and self.train_batch is not None:
-            x = self.train_batch(x)
+    def _common_step(self, x: torch.Tensor, y: torch.Tensor | None) -> Breakdown:
         return self.objective.builder(self.context, self.model, x, y, self.global_step)
 
-    def _update_means(self, means: ColumnMeans, out: Breakdown, keep: torch.Tensor | None = None) -> None:
-        values = [out.value(c.split("_", 1)[1]) for c in means.columns]
-        means.update(torch.stack(values, 1), keep)  # (N, C)
-
     def training_step(self, batch, batch_idx: int) -> None:
+        """``steps_per_execution`` optimisation steps: the loader's chunk split into batches in order
+        (the steps a loader of single batches would give)."""
+        x, y = unpack(batch)
+        if self.train_batch is not None:
+            x = self.train_batch(x)
+        size = self.config.batch_size
+        for i in range(0, len(x), size):
+            self._optimise(x[i:i + size], None if y is None else y[i:i + size])
+
+    def _optimise(self, x: torch.Tensor, y: torch.Tensor | None) -> None:
         step = self.global_step
-        out = self._common_step(batch, training=True)
+        out = self._common_step(x, y)
         opt = self.model_optimizer()
         opt.zero_grad(set_to_none=True)
         self.manual_backward(out.loss)
@@ -110,15 +114,17 @@ class VAETask(L.LightningModule):
             critic.zero_grad(set_to_none=True)
             self.manual_backward(out.critic_loss)
             guarded_step(critic, bad)
-        self._update_means(self.train_means, out, ~bad)
+        means = [out.value(c.split("_", 1)[1]).detach().mean() for c in self.train_means.columns]
         self._steps.append(step)
+        self._sizes.append(len(x))
         self._records.append(torch.stack([out.loss.detach(), out.recon.detach().mean(), out.kl.detach().mean(),
-                                          bad.to(out.loss.dtype)]))
+                                          bad, *means]))
         self.guard.stop_if_tripped(step, self.current_epoch)
 
     def validation_step(self, batch, batch_idx: int) -> Breakdown:
-        out = self._common_step(batch, training=False)
-        self._update_means(self.val_means, out)
+        out = self._common_step(*unpack(batch))
+        values = [out.value(c.split("_", 1)[1]) for c in self.val_means.columns]
+        self.val_means.update(torch.stack(values, 1))  # (N, C)
         return out  # the diagnostics callbacks read it in on_validation_batch_end
 
     # --- epochs ---------------------------------------------------------------------------------------
@@ -127,7 +133,6 @@ class VAETask(L.LightningModule):
         self._restored = None
 
     def on_train_epoch_start(self) -> None:
-        self.train_means.reset()
         self.val_row = {}
 
     def on_validation_epoch_end(self) -> None:
@@ -146,17 +151,24 @@ class VAETask(L.LightningModule):
             scheduler.step()  # manual optimisation steps schedulers itself
 
     def train_row(self) -> dict[str, float]:
-        """The epoch means of the training terms (train_elbo, train_recon, train_kl, the extra)."""
+        """The epoch means over data points of the training terms (train_elbo, train_recon,
+        train_kl, the extra) from the step records so far; skipped steps count for nothing."""
+        if not self._records:
+            return {}
+        records = torch.stack(self._records)
+        kept = torch.tensor(self._sizes, dtype=torch.float64, device=records.device) * (1 - records[:, 3].double())
+        self.train_means.reset()
+        self.train_means.update(records[:, 4:], kept)
         return self.train_means.row()
 
     def skipped_steps(self) -> int:
         return self.guard.state_dict()["skipped_steps"]
 
     def take_steps(self) -> StepRecords:
-        """The training steps since the last call."""
+        """The training steps since the last call: (loss, recon, kl, skipped) of each."""
         steps, records = self._steps, self._records
-        self._steps, self._records = [], []
-        return StepRecords(steps, torch.stack(records) if records else torch.zeros(0, 4))
+        self._steps, self._sizes, self._records = [], [], []
+        return StepRecords(steps, torch.stack(records)[:, :4] if records else torch.zeros(0, 4))
 
     # --- optimisers and checkpoints --------------------------------------------------------------------
     def configure_optimizers(self):
