@@ -123,3 +123,23 @@ def test_unknown_estimator_and_bad_sample_count_are_errors():
         kl(q, p, estimator="exact")
     with pytest.raises(KlvaeError, match="positive integer"):
         kl(q, p, estimator="mc", samples=0)
+
+
+@pytest.mark.parametrize("loc_scale", [(0.0, 1.0), (3.0, 0.2), (-40.0, 1e-4), (1e-3, 60.0)])
+def test_kl_from_the_standard_prior_matches_the_general_gaussian_form_and_monte_carlo(loc_scale):
+    """The standard prior's shorter closed form against torch's Normal || Normal (a prior built
+    as a plain Normal), at extreme parameters, and against a Monte Carlo estimate."""
+    torch.manual_seed(0)
+    loc, scale = loc_scale
+    q = diagonal_normal(torch.full((3, 4), loc, dtype=torch.float64) + torch.randn(3, 4, dtype=torch.float64),
+                        torch.full((3, 4), scale, dtype=torch.float64))
+    prior = standard_normal(4, q.mean)
+    general = diagonal_normal(torch.zeros(4, dtype=torch.float64), torch.ones(4, dtype=torch.float64))
+    result = kl(q, prior)
+    assert type(prior.base_dist).__name__ == "StandardNormal" and result.method == "analytic"
+    torch.testing.assert_close(result.per_dim, kl_divergence(q.base_dist, general.base_dist))
+    torch.testing.assert_close(result.value, closed_form(q, general))
+    assert torch.isfinite(result.value).all()
+    mc = mc_kl(q, prior, samples=200_000)
+    torch.testing.assert_close(mc, result.value, rtol=0.02, atol=0.02 + 0.01 * float(result.value.abs().max()) ** 0.5)
+    assert standard_normal(4, q.mean) is prior  # made once per (dim, dtype, device)

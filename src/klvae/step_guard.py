@@ -28,10 +28,10 @@ class NonFiniteGuard:
     def to(self, device: torch.device, state: dict | None = None) -> "NonFiniteGuard":
         """Move the counters to ``device`` (keeping them, or setting them from ``state``)."""
         state = state or (self.state_dict() if hasattr(self, "skipped") else {})
-        long = {"dtype": torch.long, "device": device}
-        self.skipped = torch.tensor(int(state.get("skipped_steps", 0)), **long)
-        self.streak = torch.tensor(int(state.get("bad_in_a_row", 0)), **long)
-        self.tripped = torch.tensor(-1, **long)
+        flag = {"dtype": torch.float32, "device": device}  # the flag's type (exact to 2^24 steps)
+        self.skipped = torch.tensor(float(state.get("skipped_steps", 0)), **flag)
+        self.streak = torch.tensor(float(state.get("bad_in_a_row", 0)), **flag)
+        self.tripped = torch.tensor(-1.0, **flag)
         self.check_every = 1 if device.type == "cpu" else CHECK_EVERY
         return self
 
@@ -44,8 +44,8 @@ class NonFiniteGuard:
             if grads[0].device != bad.device:
                 bad = bad.to(grads[0].device)
             torch._amp_foreach_non_finite_check_and_unscale_(grads, bad, self.one(bad.device))
-        self.skipped += bad.long()
-        self.streak = (self.streak + 1) * bad.long()
+        self.skipped += bad
+        self.streak = (self.streak + 1) * bad
         reached = (self.streak >= self.max_bad_steps) & (self.tripped < 0)
         self.tripped = torch.where(reached, step, self.tripped)
         return bad

@@ -114,11 +114,11 @@ class VAETask(L.LightningModule):
             critic.zero_grad(set_to_none=True)
             self.manual_backward(out.critic_loss)
             guarded_step(critic, bad)
-        means = [out.value(c.split("_", 1)[1]).detach().mean() for c in self.train_means.columns]
+        extras = [out.value(c.split("_", 1)[1]).detach().mean() for c in self.train_means.columns[3:]]
         self._steps.append(step)
         self._sizes.append(len(x))
         self._records.append(torch.stack([out.loss.detach(), out.recon.detach().mean(), out.kl.detach().mean(),
-                                          bad, *means]))
+                                          bad, *extras]))
         self.guard.stop_if_tripped(step, self.current_epoch)
 
     def validation_step(self, batch, batch_idx: int) -> Breakdown:
@@ -157,8 +157,9 @@ class VAETask(L.LightningModule):
             return {}
         records = torch.stack(self._records)
         kept = torch.tensor(self._sizes, dtype=torch.float64, device=records.device) * (1 - records[:, 3].double())
+        recon, kl = records[:, 1:2], records[:, 2:3]  # the columns: elbo, recon, kl, then the extra
         self.train_means.reset()
-        self.train_means.update(records[:, 4:], kept)
+        self.train_means.update(torch.cat([recon - kl, recon, kl, records[:, 4:]], 1), kept)
         return self.train_means.row()
 
     def skipped_steps(self) -> int:
