@@ -12,21 +12,21 @@ import torch
 
 from klvae.callbacks import Pictures, RunDirectory
 from klvae.config import TrainConfig
-from klvae.data import load_dataset
 from klvae.data.dataset import class_count
+from klvae.data.tokens import TokenDataset
 from klvae.errors import KlvaeError
 from klvae.evaluation import evaluate
 from klvae.evaluation.anomaly import score
 from klvae.likelihoods import resolve_likelihood
-from klvae.models import build_model
+from klvae.models import MODELS, build_model
 from klvae.models.parts import CUSTOM, record_parts
 from klvae.priors import PRIORS
-from klvae.run import CONFIG, RunDir, load
+from klvae.run import BASELINE, CONFIG, RunDir, load
 from klvae.training import VAETask, build_trainer, loader
-from klvae.verbs import compare, disentanglement, interpolate, reconstruct, report, sample, traverse
+from klvae.verbs import compare, disentanglement, interpolate, reconstruct, report, sample, texts, traverse
 
 __all__ = ["compare", "disentanglement", "evaluate", "fit", "interpolate", "load", "reconstruct", "report", "sample",
-           "score", "train_config", "traverse"]
+           "score", "texts", "train_config", "traverse"]
 
 
 def as_config(config: TrainConfig | dict[str, Any] | str | Path) -> TrainConfig:
@@ -72,15 +72,9 @@ def fit(config: TrainConfig | dict[str, Any] | str | Path, overwrite: bool = Fal
     run = RunDir(config.output.out)
     run.check_start(config.output.resume, overwrite, is_primary_process())
     L.seed_everything(config.trainer.seed, verbose=False)
-    source = config.data
-    data = load_dataset(source.name, source.data_dir, source.binarize, source.val_fraction, config.trainer.seed,
-                        download=source.download).without_classes(source.exclude_labels)
+    data = config.data.load(config.trainer.seed).without_classes(config.data.exclude_labels)
     conditioned = config.model.condition != "none"  # the model sees the class labels: the loaders yield (x, y)
-    chosen = record_parts({k: getattr(config.model, k) for k in ("likelihood", "net", "prior")}, parts)
-    if chosen["likelihood"] != CUSTOM:
-        chosen["likelihood"] = resolve_likelihood(chosen["likelihood"], data)
-    spec = dataclasses.replace(config.model, event_shape=list(data.event_shape),
-                               num_classes=class_count(data) if conditioned else 0, **chosen)
+    spec = model_spec(config.model, data, parts)
     if config.output.resume:
         run.check_resumable(spec)
     model = build(spec, parts)
@@ -96,12 +90,34 @@ def fit(config: TrainConfig | dict[str, Any] | str | Path, overwrite: bool = Fal
             run.clear()
         run.save_config(config)
         run.save_spec(spec)
+        if isinstance(data, TokenDataset):
+            run.save_vocabulary(data.codec)
     ckpt = run.last_checkpoint if config.output.resume else None
     batch = config.trainer.batch_size
     chunk = batch * config.trainer.steps_per_execution  # VAETask.training_step splits it into batches
-    trainer.fit(task, loader(data.train, chunk, True, data.train_labels if conditioned else None),
+    trainer.fit(task, loader(data.train, chunk, True, data.train_labels if conditioned else None, bucket=batch),
                 loader(data.val, batch, False, data.val_labels if conditioned else None), ckpt_path=ckpt)
+    if config.trainer.baseline and is_primary_process():
+        changes = MODELS[config.model.name].baseline
+        fit(config.replace(**changes, baseline=False, out=str(run.file(BASELINE))), overwrite=True)
     return run.path
+
+
+def model_spec(model, data, parts: dict):
+    """The model config as trained: what the data tell (their shape, classes, vocabulary) and the
+    parts passed from Python recorded as "custom"; a model that cannot read these data is a
+    one-line KlvaeError."""
+    reads, kind = MODELS[model.name].get("reads", "arrays"), "tokens" if isinstance(data, TokenDataset) else "arrays"
+    if reads != kind:
+        readers = ", ".join(MODELS.where(lambda e: e.get("reads", "arrays") == kind))
+        raise KlvaeError(f"model {model.name} reads {reads} but {data.name} holds {kind}; use --model {readers}")
+    names = {f.name for f in dataclasses.fields(model)}
+    chosen = record_parts({k: getattr(model, k) for k in ("likelihood", "net", "prior") if k in names}, parts)
+    if chosen.get("likelihood", CUSTOM) != CUSTOM:
+        chosen["likelihood"] = resolve_likelihood(chosen["likelihood"], data)
+    facts = {"event_shape": list(data.event_shape), "vocab_size": len(data.codec.vocabulary) if kind == "tokens" else 0,
+             "num_classes": class_count(data) if model.condition != "none" else 0}
+    return dataclasses.replace(model, **chosen, **{k: v for k, v in facts.items() if k in names})
 
 
 def build(spec, parts: dict | None = None) -> torch.nn.Module:

@@ -182,6 +182,26 @@ def write_pictures(run_dir: Path, model, x: torch.Tensor, seed: int, labels: tor
         save_grid(run.file("reconstructions.png"), torch.cat([x, reconstruct(model, x, y)]), rows=2)
         ends = y[:2] if y is not None else None
         save_grid(run.file("interpolation.png"), interpolate(model, x[0], x[1], 10, condition=ends), rows=1)
+    elif run.vocabulary() is not None:
+        write_texts(run, model, x, seed, labels)
     rows = run.metrics()
     if rows:
         save_curves(run.file("curves.png"), rows)
+
+
+TEXT_SAMPLES = 20
+
+
+def write_texts(run: RunDir, model, x: torch.Tensor, seed: int, labels: torch.Tensor | None = None) -> None:
+    """The texts of a run on token rows: samples.txt (greedy decoding of prior draws),
+    reconstructions.txt (input, then its greedy reconstruction) and interpolation.txt (the
+    homotopy between the first two held-out texts)."""
+    codec = run.vocabulary()
+    x = x[:TEXT_SAMPLES].to(next(model.parameters()).device)
+    y = labels[:TEXT_SAMPLES] if labels is not None else None
+    atomic_write(run.file("samples.txt"), "\n".join(codec.decode(sample(model, TEXT_SAMPLES, seed))) + "\n")
+    pairs = zip(codec.decode(x), codec.decode(reconstruct(model, x, y)))
+    atomic_write(run.file("reconstructions.txt"), "".join(f"{a}\n  -> {b}\n" for a, b in pairs))
+    ends = y[:2] if y is not None else None
+    path = interpolate(model, x[0], x[1], 8, condition=ends)
+    atomic_write(run.file("interpolation.txt"), "\n".join(codec.decode(path)) + "\n")

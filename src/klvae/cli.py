@@ -83,6 +83,16 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"  KL              {r['kl']:10.3f}")
     print(f"  NLL (IWAE, K={r['iwae_k']}) {r['nll_iwae']:8.3f} ± {r['nll_iwae_se']:.3f}")
     print(f"  active units    {r['active_units']:10d}")
+    if "perplexity" in r:  # token rows: per token, <eos> included
+        print(f"  perplexity      {r['perplexity']:10.2f} (IWAE; {r['perplexity_elbo']:.2f} by the ELBO), "
+              f"{r['tokens_per_row']:.2f} tokens per row")
+        print(f"  I(x; z)         {r['mutual_information']:10.3f} nats")
+        print(f"  token accuracy  {r['token_accuracy']:10.3f} (greedy reconstruction)")
+    if "baseline" in r:
+        b = r["baseline"]
+        figures = f"NLL {b['nll_iwae']:.3f} ± {b['nll_iwae_se']:.3f}" + (
+            f", perplexity {b['perplexity']:.2f}" if "perplexity" in b else "")
+        print(f"  baseline        {figures} ({args.run}/baseline: the model's baseline, e.g. the decoder without z)")
 
 
 def cmd_score(args: argparse.Namespace) -> None:
@@ -112,22 +122,44 @@ def cmd_score(args: argparse.Namespace) -> None:
         print(f"wrote {out}")
 
 
+def show(run: str, rows, out: str | None, write_png) -> str | None:
+    """A command's output: the texts of a text run (printed, or written to ``out``), else the
+    pictures ``write_png(out)`` saves (``out`` then required). Returns the file written."""
+    from klvae.api import texts
+    from klvae.files import atomic_write
+    from klvae.run import RunDir
+
+    if RunDir.open(run).vocabulary() is None:
+        if out is None:
+            raise KlvaeError("--out PNG is needed: this run's outputs are pictures")
+        return str(write_png(out))
+    lines = texts(run, rows)
+    if out is None:
+        print("\n".join(lines))
+        return None
+    return str(atomic_write(out, "\n".join(lines) + "\n"))
+
+
 def cmd_sample(args: argparse.Namespace) -> None:
     from klvae.api import sample
     from klvae.report.plots import save_grid
     from klvae.run import RunDir
 
-    if args.out is None and not args.quality:
+    run = RunDir.open(args.run)
+    if args.out is None and not args.quality and run.vocabulary() is None:
         raise KlvaeError("sample needs --out PNG to write the grid, --quality to score the samples, or both")
-    config = RunDir.open(args.run).config()
+    config = run.config()
     if args.quality:
         from klvae.evaluation.sample_quality import classifier_data
 
         classifier_data(config.data.name)  # data without a classifier: the error comes before any work
-    x = sample(args.run, args.n, args.seed, args.source, args.components, args.label, args.data_dir)
-    out = str(save_grid(args.out, x)) if args.out else None
+    label = int(args.label) if args.label is not None and args.label.lstrip("-").isdigit() else args.label
+    x = sample(args.run, args.n, args.seed, args.source, args.components, label, args.data_dir,
+               decoding=args.decoding)
+    out = show(args.run, x, args.out, lambda path: save_grid(path, x)) if args.out or not args.quality else None
     if not args.quality:
-        print(f"wrote {out}")
+        if out:
+            print(f"wrote {out}")
         return
     from klvae.evaluation.sample_quality import sample_quality
 
@@ -148,8 +180,11 @@ def cmd_interpolate(args: argparse.Namespace) -> None:
     from klvae.api import interpolate
     from klvae.report.plots import save_grid
 
-    path = interpolate(args.run, args.a, args.b, args.steps, args.slerp, args.split, args.data_dir)
-    print(f"wrote {save_grid(args.out, path, rows=1)}")
+    path = interpolate(args.run, args.a, args.b, args.steps, args.slerp, args.split, args.data_dir,
+                       decoding=args.decoding)
+    out = show(args.run, path, args.out, lambda p: save_grid(p, path, rows=1))
+    if out:
+        print(f"wrote {out}")
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> None:
@@ -158,8 +193,11 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
     from klvae.api import reconstruct
     from klvae.report.plots import save_grid
 
-    x, recon = reconstruct(args.run, args.n, args.split, args.data_dir)
-    print(f"wrote {save_grid(args.out, torch.cat([x, recon]), rows=2)}")
+    x, recon = reconstruct(args.run, args.n, args.split, args.data_dir, decoding=args.decoding)
+    rows = torch.stack([x, recon], 1).flatten(0, 1) if not x.is_floating_point() else None  # text: input, then its reconstruction
+    out = show(args.run, rows, args.out, lambda p: save_grid(p, torch.cat([x, recon]), rows=2))
+    if out:
+        print(f"wrote {out}")
 
 
 def cmd_traverse(args: argparse.Namespace) -> None:

@@ -121,15 +121,18 @@ def score_parser(sub) -> None:
 def sample_parser(sub) -> None:
     from klvae.generation import SAMPLERS
 
-    p = sub.add_parser("sample", help="decoder means of draws of z: a grid, and their quality")
+    p = sub.add_parser("sample", help="decoder means of draws of z: a grid (texts for a text run), and their quality")
     _run(p)
     p.add_argument("-n", type=int, default=64, help="number of samples (default: 64)")
-    p.add_argument("--out", default=None, metavar="PNG", help="write a grid of the samples here")
+    p.add_argument("--out", default=None, metavar="PNG", help="write a grid of the samples here (a text run: a .txt "
+                                                              "file; without --out the texts are printed)")
     p.add_argument("--from", dest="source", default="prior", metavar="SAMPLER",
                    help="where z comes from; choices: " + SAMPLERS.help() + " (default: prior)")
     p.add_argument("--components", type=int, default=10, help="Gaussians of the aggregate mixture (default: 10)")
-    p.add_argument("--class", dest="label", type=int, default=None, metavar="C",
-                   help="a conditional run (--condition label): draw from p(z|y=C) and decode with y=C")
+    p.add_argument("--class", dest="label", default=None, metavar="C",
+                   help="a conditional run (--condition label): draw from p(z|y=C) and decode with y=C; a class "
+                        "index, or its name for a text run (e.g. noun)")
+    _decoding(p)
     p.add_argument("--quality", action="store_true",
                    help="Fréchet distance to the test images in the features of klvae's own classifier (not "
                         "Inception FID) and class coverage; runs on mnist, binarized-mnist, fashion-mnist, digits")
@@ -138,23 +141,34 @@ def sample_parser(sub) -> None:
     _common(p)
 
 
+def _decoding(p) -> None:
+    from klvae.models.sequence_decoders import DECODINGS
+
+    p.add_argument("--decoding", default="mean", choices=["mean", *DECODINGS], help="a text run: how token rows are "
+                   "read out; " + "; ".join(f"{k}: {v}" for k, v in DECODINGS.items()) + "; mean: greedy (default)")
+
+
 def picture_parsers(sub) -> None:
     p = sub.add_parser("interpolate", help="morph data point A into B through latent space")
     _run(p)
-    p.add_argument("--a", type=int, required=True, help="index of the first data point in the split")
-    p.add_argument("--b", type=int, required=True, help="index of the last data point in the split")
+    p.add_argument("--a", required=True, help="index of the first data point in the split (a text run: or a text)")
+    p.add_argument("--b", required=True, help="index of the last data point in the split (a text run: or a text)")
     p.add_argument("--steps", type=int, default=10, help="pictures along the path, ends included (default: 10)")
     p.add_argument("--slerp", action="store_true", help="spherical instead of linear (a latent's own geometry "
                                                         "decides on the sphere and the torus)")
     _split(p)
-    p.add_argument("--out", required=True, metavar="PNG", help="write the row of pictures here")
+    p.add_argument("--out", default=None, metavar="PNG", help="write the row of pictures here (a text run: a .txt "
+                                                              "file, or print the texts without --out)")
+    _decoding(p)
     _common(p, seed=False, json=False)
 
     p = sub.add_parser("reconstruct", help="inputs above, reconstructions below")
     _run(p)
     p.add_argument("-n", type=int, default=16, help="data points from the start of the split (default: 16)")
     _split(p)
-    p.add_argument("--out", required=True, metavar="PNG", help="write the grid here")
+    p.add_argument("--out", default=None, metavar="PNG", help="write the grid here (a text run: a .txt file, or print "
+                                                              "the texts without --out)")
+    _decoding(p)
     _common(p, seed=False, json=False)
 
     p = sub.add_parser("traverse", help="latent traversals: one row per dimension, sorted by KL")

@@ -92,7 +92,7 @@ class TrainConfig:
         if not isinstance(self.model, entry.config):
             raise KlvaeError(f"model must be a {entry.config.__name__} for model {self.model.name}")
         self.objective.check_with(self.schedule, self.model)
-        _check_model_training(entry, self.model, self.objective, self.schedule)
+        _check_model_training(entry, self.model, self.objective, self.schedule, self.trainer)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
@@ -186,7 +186,8 @@ def _model_section(values: dict[str, Any]):
     return model_config({**chosen, "name": name})
 
 
-def _check_model_training(entry, model, objective: ObjectiveConfig, schedule: ScheduleConfig) -> None:
+def _check_model_training(entry, model, objective: ObjectiveConfig, schedule: ScheduleConfig,
+                          trainer: TrainerConfig) -> None:
     """What the model allows of the training options (its registry entry's capabilities)."""
     allowed = entry.get("objectives")
     if (allowed is not None and objective.name not in allowed) or (objective.dreg and not entry.get("dreg")):
@@ -202,6 +203,10 @@ def _check_model_training(entry, model, objective: ObjectiveConfig, schedule: Sc
         raise KlvaeError(f"condition {model.condition} trains model {conditional} with objective elbo; got model "
                          f"{entry.name!r}, objective {objective.name!r}; use --model vae --objective elbo or "
                          "--condition none")
+    if trainer.baseline and entry.get("baseline") is None:
+        with_baseline = ", ".join(MODELS.where(lambda e: e.get("baseline") is not None))
+        raise KlvaeError(f"model {entry.name} has no baseline to train; drop --baseline (models with one: "
+                         f"{with_baseline})")
     if getattr(model, "kl_balance", False) and objective.name != "elbo":
         raise KlvaeError("kl_balance weighs the layers' KL terms of --objective elbo; drop --kl-balance or use it")
 

@@ -8,6 +8,9 @@ from typing import Any
 
 from klvae import checks
 from klvae.checks import doc
+from klvae.data import Dataset, load_dataset
+from klvae.data.text import SPECIALS, TOKENIZERS
+from klvae.data.tokens import TextOptions
 from klvae.errors import KlvaeError
 from klvae.latents import LATENTS, latent_family
 from klvae.objectives import OBJECTIVES
@@ -29,6 +32,17 @@ class DataConfig:
     download: bool = field(default=False, metadata=doc("fetch missing MNIST / Fashion-MNIST files"))
     exclude_labels: list[int] = field(default_factory=list, metadata=doc(
         "classes left out of train and val (anomaly detection), e.g. 3"))
+    tokenizer: str = field(default="auto", metadata=doc(
+        "text data: how texts become tokens; auto: the corpus's own (word for sentences, smiles for molecules)",
+        registry=TOKENIZERS, extra=("auto",)))
+    vocab_size: int = field(default=10_000, metadata=doc(
+        "text data: the vocabulary's cap (specials included); rarer tokens become <unk>"))
+    max_length: int = field(default=50, metadata=doc("text data: longest text kept, in tokens; longer ones are left "
+                                                     "out and counted"))
+    train_limit: int = field(default=0, metadata=doc("text data: keep the first N training texts; 0: all"))
+    text_column: str | None = field(default=None, metadata=doc(
+        "a CSV of texts: its text column; unset: the one named text, sentence or smiles"))
+    label_column: str | None = field(default=None, metadata=doc("a CSV of texts: its label column, if any"))
 
     def __post_init__(self) -> None:
         checks.declared_choices(self)
@@ -37,6 +51,19 @@ class DataConfig:
         checks.within(self, "val_fraction", 0, 0.5, "(]")
         checks.boolean(self, "download")
         checks.int_list(self, "exclude_labels", "class labels like [3]", allow_empty=True, least=-2**62)
+        checks.positive_int(self, "vocab_size", "max_length")
+        checks.non_negative_int(self, "train_limit")
+        if self.vocab_size < len(SPECIALS) + 1:
+            raise KlvaeError(f"vocab_size must leave room for a token beside the {len(SPECIALS)} specials; got "
+                             f"{self.vocab_size}")
+
+    def load(self, seed: int, data_dir: str | None = None, vocab=None) -> Dataset:
+        """The data set these options describe (``data_dir`` overrides theirs; ``vocab``: a trained
+        run's vocabulary for text data)."""
+        options = TextOptions(self.tokenizer, self.vocab_size, self.max_length, self.train_limit, self.text_column,
+                              self.label_column)
+        return load_dataset(self.name, data_dir or self.data_dir, self.binarize, self.val_fraction, seed,
+                            download=self.download, text_options=options, vocab=vocab)
 
 
 @dataclass
@@ -166,6 +193,9 @@ class TrainerConfig:
     precision: str = field(default="32-true", metadata=doc(
         "Lightning's; bf16-mixed runs the matrix products in bfloat16", choices=("32-true", "bf16-mixed", "16-mixed")))
     progress: bool = field(default=True, metadata=doc("show a progress bar"))
+    baseline: bool = field(default=False, metadata=doc(
+        "also train the model's baseline into RUN/baseline (seqvae: the same decoder without z, a language model), "
+        "so `klvae evaluate` shows whether z helps"))
 
     def __post_init__(self) -> None:
         checks.declared_choices(self)
@@ -173,7 +203,7 @@ class TrainerConfig:
         checks.non_negative_int(self, "seed", "patience")
         checks.within(self, "lr", 0, 10)
         checks.within(self, "adam_eps", 0, 1)
-        checks.boolean(self, "progress")
+        checks.boolean(self, "progress", "baseline")
         if self.devices != "auto" and not (str(self.devices).isdigit() and int(self.devices) > 0):
             raise KlvaeError(f"devices must be 'auto' or a positive integer; got {self.devices!r}")
         self.devices = str(self.devices)

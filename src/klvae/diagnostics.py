@@ -14,6 +14,8 @@ def unit_activity(loc: torch.Tensor) -> torch.Tensor:
     """Cov_x(E_q[z_i|x]) per dimension from posterior means loc: (N, D) -> (D,)."""
     if loc.shape[0] < 2:
         raise ValueError("activity needs posterior means of at least 2 data points")
+    if loc.shape[-1] == 0:  # no z (a language model)
+        return loc.new_zeros(0)
     return loc.double().var(0, unbiased=True).to(loc.dtype)
 
 

@@ -26,9 +26,20 @@ SAMPLERS = Registry("sampler", "--from")
 AGGREGATE_COMPONENTS = 10  # Gaussians of the aggregated-posterior mixture (pythae's GMM sampler uses 10)
 
 
+def readout(p: Distribution, decoding: str = "mean") -> torch.Tensor:
+    """What a decoder distribution shows: its mean, or for a sequence model a ``decoding``
+    (greedy, sample, beam) of its token rows."""
+    if decoding == "mean":
+        return p.mean
+    if not hasattr(p, "decode_as"):
+        raise KlvaeError(f"decoding {decoding!r} reads token rows out of a sequence model; this model's p(x|z) is "
+                         f"{type(p).__name__}: drop --decoding")
+    return p.decode_as(decoding)
+
+
 @torch.no_grad()
 def sample(model, n: int, seed: int = 0, condition: int | torch.Tensor | None = None,
-           latent: Distribution | None = None) -> torch.Tensor:
+           latent: Distribution | None = None, decoding: str = "mean") -> torch.Tensor:
     """Decoder means E[x|z] for n draws z ~ p(z) (any prior family): (n, *event_shape).
     The draw is reproducible from ``seed`` and leaves torch's global random state untouched.
 
@@ -48,7 +59,7 @@ def sample(model, n: int, seed: int = 0, condition: int | torch.Tensor | None = 
             z = model.prior(y).sample()  # (n, D): one draw from each p(z|y_i)
         else:
             z = model.prior().sample((n,))
-    return model.decode(z, **given(y)).mean
+        return readout(model.decode(z, **given(y)), decoding)
 
 
 def _labels(model, n: int, condition, device) -> torch.Tensor | None:
@@ -112,16 +123,16 @@ SAMPLERS.register("aggregate", "a Gaussian mixture fitted to the training set's 
 
 
 @torch.no_grad()
-def reconstruct(model, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+def reconstruct(model, x: torch.Tensor, condition: torch.Tensor | None = None, decoding: str = "mean") -> torch.Tensor:
     """Decoder means at a representative latent point of q(z|x): x: (N, *event) -> (N, *event);
     ``condition``: the labels (N,) of x for a conditional model."""
     c = given(condition)
-    return model.decode(model.family.point(model.encode(x, **c)), **c).mean
+    return readout(model.decode(model.family.point(model.encode(x, **c)), **c), decoding)
 
 
 @torch.no_grad()
 def interpolate(model, xa: torch.Tensor, xb: torch.Tensor, steps: int, spherical: bool = False,
-                condition: torch.Tensor | None = None) -> torch.Tensor:
+                condition: torch.Tensor | None = None, decoding: str = "mean") -> torch.Tensor:
     """Decoder means along a latent path between the posterior means of xa and xb (each (*event)):
     (steps, *event), endpoints included. ``condition``: the labels (2,) of xa and xb for a
     conditional model; the decoder's one-hot label moves linearly from ya to yb along the path."""
@@ -133,7 +144,7 @@ def interpolate(model, xa: torch.Tensor, xb: torch.Tensor, steps: int, spherical
     if condition is not None:
         ya, yb = one_hot(condition.to(za.device), model.num_classes, za.dtype)
         path = given(lerp(ya, yb, t))  # (steps, C) class probabilities
-    return model.decode(model.family.path(za, zb, t, spherical), **path).mean
+    return readout(model.decode(model.family.path(za, zb, t, spherical), **path), decoding)
 
 
 

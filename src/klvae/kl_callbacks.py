@@ -101,9 +101,9 @@ class CollapsePolicy(L.Callback):
 
     def on_validation_end(self, trainer: L.Trainer, task) -> None:
         cfg, row = self.config, task.val_row
-        if "val_kl" not in row:
-            return
         latent_dim = task.model.latent_dim
+        if "val_kl" not in row or latent_dim == 0:  # no z (a language model): nothing can collapse
+            return
         collapsed, message = collapse_verdict(row["val_kl"], row.get("active_units", latent_dim), latent_dim,
                                               cfg.collapse_kl, cfg.collapse_units)
         row["collapsed"] = int(collapsed)

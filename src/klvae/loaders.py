@@ -3,7 +3,7 @@ collate."""
 from __future__ import annotations
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from klvae.errors import KlvaeError
 
@@ -33,10 +33,40 @@ def _keep(batch):
     return batch
 
 
-def loader(x: torch.Tensor, batch_size: int, shuffle: bool, labels: torch.Tensor | None = None) -> DataLoader:
+def loader(x: torch.Tensor, batch_size: int, shuffle: bool, labels: torch.Tensor | None = None,
+           bucket: int | None = None) -> DataLoader:
     """Batches of x: (N, *event), or of (x, labels) pairs when ``labels`` (N,) are given (a
-    conditional model); Lightning swaps in a DistributedSampler under DDP."""
+    conditional model); Lightning swaps in a DistributedSampler under DDP. Rows of token ids
+    (int64, padded with 0) are shuffled in buckets of similar length: consecutive runs of
+    ``bucket`` rows (the training batch) hold texts of about one length."""
+    if shuffle and not x.is_floating_point() and x.dim() == 2:
+        sampler = BucketSampler((x != 0).sum(1), bucket or batch_size)
+        return DataLoader(IndexedTensor(x, labels), batch_size=batch_size, sampler=sampler, collate_fn=_keep)
     return DataLoader(IndexedTensor(x, labels), batch_size=batch_size, shuffle=shuffle, collate_fn=_keep)
+
+
+class BucketSampler(Sampler[int]):
+    """Each epoch: a random permutation, cut into pools of ``POOL`` batches; each pool sorted by
+    length and cut into batches of ``batch`` rows; the full batches in random order, the short
+    ones last. A batch then pads little, and the order still changes every epoch."""
+
+    POOL = 50
+
+    def __init__(self, lengths: torch.Tensor, batch: int):
+        self.lengths, self.batch = lengths, batch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        order = torch.randperm(len(self.lengths))
+        batches = []
+        for pool in order.split(self.POOL * self.batch):
+            pool = pool[torch.argsort(self.lengths[pool], stable=True)]
+            batches += list(pool.split(self.batch))
+        full = [batches[i] for i in torch.randperm(len(batches)).tolist() if len(batches[i]) == self.batch]
+        for b in full + [b for b in batches if len(b) < self.batch]:  # a short batch last: the rest stay aligned
+            yield from b.tolist()
 
 
 def unpack(batch) -> tuple[torch.Tensor, torch.Tensor | None]:

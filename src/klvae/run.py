@@ -1,7 +1,8 @@
 """The run directory, the contract every command reads, and :class:`RunDir`, its one owner:
 
-config.yaml, model.safetensors + model.json, metrics.csv (per epoch), steps.csv (per step),
-tensorboard/, checkpoints/, pictures (*.png), results (eval_<split>.json, disentanglement.json),
+config.yaml, model.safetensors + model.json, vocab.json (text data: the tokenizer, the
+vocabulary, the label names), metrics.csv (per epoch), steps.csv (per step), tensorboard/,
+checkpoints/, pictures (*.png) or texts (*.txt), results (eval_<split>.json, disentanglement.json),
 report.html. Every file is written atomically (klvae.files). A run directory is data: loading
 never unpickles and never imports code it names.
 """
@@ -19,14 +20,17 @@ import yaml
 from safetensors.torch import load_file, save
 
 from klvae.config import TrainConfig
+from klvae.data.text import TOKENIZERS, Vocabulary
+from klvae.data.tokens import Vocab
 from klvae.errors import KlvaeError
 from klvae.files import atomic_save, atomic_write  # noqa: F401  (re-exported: the writers of a run's files)
 from klvae.models import build_model, model_config
 
 CONFIG, WEIGHTS, SPEC, METRICS, STEPS = "config.yaml", "model.safetensors", "model.json", "metrics.csv", "steps.csv"
-CHECKPOINTS, LAST_CHECKPOINT = "checkpoints", "last.ckpt"
+CHECKPOINTS, LAST_CHECKPOINT, VOCAB = "checkpoints", "last.ckpt", "vocab.json"
+BASELINE = "baseline"  # the run of the model's baseline (--baseline), inside the run
 INTEGER_COLUMNS = ("epoch", "step", "active_units", "skipped_steps", "collapsed")
-TRAINING_FILES = (CONFIG, WEIGHTS, SPEC, METRICS, STEPS, CHECKPOINTS)  # what --overwrite replaces
+TRAINING_FILES = (CONFIG, WEIGHTS, SPEC, VOCAB, METRICS, STEPS, CHECKPOINTS, BASELINE)  # what --overwrite replaces
 
 
 class RunDir:
@@ -126,6 +130,28 @@ class RunDir:
         if changed:
             raise KlvaeError(f"cannot resume {self.path} with a different model ({'; '.join(changed)}); drop those "
                              "options or train into a new --out")
+
+    def save_vocabulary(self, codec: Vocab) -> None:
+        """vocab.json: what turns texts into the model's token rows and back."""
+        atomic_write(self.file(VOCAB), json.dumps({"tokenizer": codec.tokenizer, "vocabulary": codec.vocabulary.to_dict(),
+                                                   "label_names": list(codec.label_names)}, indent=1))
+
+    def vocabulary(self) -> Vocab | None:
+        """The run's tokenizer, vocabulary and label names (None for a run on arrays)."""
+        if not self.file(VOCAB).is_file():
+            return None
+        try:
+            stored = json.loads(self.file(VOCAB).read_text())
+            vocab = Vocabulary.from_dict(stored["vocabulary"])
+            tokenizer, names = str(stored["tokenizer"]), [str(n) for n in stored["label_names"]]
+        except KlvaeError as err:
+            raise KlvaeError(f"{self.file(VOCAB)} is damaged ({err}); retrain the run") from None
+        except (ValueError, KeyError, TypeError) as err:
+            raise KlvaeError(f"{self.file(VOCAB)} is damaged ({_first_line(err)}); retrain the run") from None
+        if tokenizer not in TOKENIZERS:
+            raise KlvaeError(f"{self.file(VOCAB)} names tokenizer {tokenizer!r}, which is not registered; load the "
+                             "plugin that adds it (--plugin)")
+        return Vocab(vocab, tokenizer, names)
 
     def save_model(self, model: torch.nn.Module, spec) -> None:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

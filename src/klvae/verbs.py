@@ -31,8 +31,21 @@ def run_data(run_dir: str | Path, split: str = "test", data_dir: str | None = No
     split's labels when the model is conditional (else None)."""
     run = RunDir.open(run_dir)
     model = _model(run, model)
-    x, labels = split_with_labels(run.config(), split, data_dir)
+    x, labels = split_with_labels(run.config(), split, data_dir, _vocabulary(run))
     return model, x, condition_of(model, labels)
+
+
+def _vocabulary(run: RunDir):
+    codec = run.vocabulary()
+    return codec.vocabulary if codec else None
+
+
+def texts(run_dir: str | Path, rows: torch.Tensor) -> list[str]:
+    """Token rows of a text run (what sample, reconstruct and interpolate give) as texts."""
+    codec = RunDir.open(run_dir).vocabulary()
+    if codec is None:
+        raise KlvaeError(f"{run_dir} was not trained on text; its outputs are arrays (pictures)")
+    return codec.decode(rows)
 
 
 def check_class(model, run_dir, label: int | None) -> None:
@@ -45,11 +58,16 @@ def check_class(model, run_dir, label: int | None) -> None:
 
 
 def sample(run_dir: str | Path, n: int = 64, seed: int = 0, source: str = "prior", components: int = 10,
-           label: int | None = None, data_dir: str | None = None, model=None) -> torch.Tensor:
+           label: int | str | None = None, data_dir: str | None = None, model=None, decoding: str = "mean"
+           ) -> torch.Tensor:
     """Decoder means of n draws of z from ``source`` (a ``SAMPLERS`` entry: the prior, or a density
-    fitted to the training set's codes, of class ``label`` for a conditional run): (n, *event)."""
+    fitted to the training set's codes, of class ``label`` for a conditional run): (n, *event).
+    A text run: token rows by ``decoding`` (greedy, sample or beam; mean is greedy), ``label``
+    a class index or name (e.g. noun); :func:`texts` reads them."""
     run = RunDir.open(run_dir)
     model = _model(run, model)
+    if isinstance(label, str):
+        label = run.vocabulary().label(label) if run.vocabulary() else int(label)
     check_class(model, run_dir, label)
     entry = SAMPLERS[source]
     latent = None
@@ -57,32 +75,44 @@ def sample(run_dir: str | Path, n: int = 64, seed: int = 0, source: str = "prior
         if getattr(model, "num_classes", 0) and label is None:
             raise KlvaeError(f"--from {source} of a conditional run needs --class C: the sampler is fitted to the codes "
                              "of one class")
-        x, labels = split_with_labels(run.config(), "train", data_dir)
+        x, labels = split_with_labels(run.config(), "train", data_dir, _vocabulary(run))
         if label is not None:
             x, labels = x[labels == label], labels[labels == label]
         latent = entry.builder(model, x, labels if label is not None else None, components, seed)
-    return sample_model(model, n, seed, condition=label, latent=latent)
+    return sample_model(model, n, seed, condition=label, latent=latent, decoding=decoding)
 
 
-def interpolate(run_dir: str | Path, a: int, b: int, steps: int = 10, spherical: bool = False, split: str = "test",
-                data_dir: str | None = None, model=None) -> torch.Tensor:
-    """Decoder means along the latent path from data point a to b of a split: (steps, *event)."""
+def interpolate(run_dir: str | Path, a: int | str, b: int | str, steps: int = 10, spherical: bool = False,
+                split: str = "test", data_dir: str | None = None, model=None, decoding: str = "mean") -> torch.Tensor:
+    """Decoder means along the latent path from data point a to b of a split: (steps, *event).
+    A text run also takes a and b as texts (the homotopy between two sentences of Bowman et al.)."""
     model, x, y = run_data(run_dir, split, data_dir, model)
+    ends = []
     for name, i in (("a", a), ("b", b)):
+        if isinstance(i, str) and not i.lstrip("-").isdigit():
+            codec = RunDir.open(run_dir).vocabulary()
+            if codec is None:
+                raise KlvaeError(f"--{name} must be a data point's index in a run on arrays; got {i!r}")
+            ends.append(codec.encode([i], x.shape[1])[0])
+            continue
+        i = int(i)
         if not 0 <= i < len(x):
             raise KlvaeError(f"--{name} {i} is out of range; the {split} split has {len(x)} points (0..{len(x) - 1})")
-    ends = y[[a, b]] if y is not None else None
-    return interpolate_model(model, x[a], x[b], steps, spherical=spherical, condition=ends)
+        ends.append(x[i])
+    if y is not None and not all(isinstance(i, int) or str(i).lstrip("-").isdigit() for i in (a, b)):
+        raise KlvaeError("a conditional run interpolates between data points (--a, --b as indices): texts carry no label")
+    labels = y[[int(a), int(b)]] if y is not None else None
+    return interpolate_model(model, ends[0], ends[1], steps, spherical=spherical, condition=labels, decoding=decoding)
 
 
 def reconstruct(run_dir: str | Path, n: int = 16, split: str = "test", data_dir: str | None = None,
-                model=None) -> tuple[torch.Tensor, torch.Tensor]:
+                model=None, decoding: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
     """(inputs, reconstructions) of the first n points of a split, each (n, *event)."""
     if n < 1:
         raise KlvaeError(f"-n must be a positive integer; got {n}")
     model, x, y = run_data(run_dir, split, data_dir, model)
     x, y = x[:n], (y[:n] if y is not None else None)
-    return x, reconstruct_model(model, x, y)
+    return x, reconstruct_model(model, x, y, decoding)
 
 
 def traverse(run_dir: str | Path, index: int = 0, steps: int = 10, span: float = 3.0, split: str = "test",

@@ -122,6 +122,6 @@ def test_bad_contents_are_errors(tmp_path):
     (tmp_path / "broken.npz").write_bytes(b"not a zip file")
     with pytest.raises(KlvaeError, match="cannot read .*broken.npz"):
         load_dataset(str(tmp_path / "broken.npz"))
-    (tmp_path / "x.txt").write_text("1,2\n")
-    with pytest.raises(KlvaeError, match=r"unsupported data file type '\.txt'"):
-        load_dataset(str(tmp_path / "x.txt"))
+    (tmp_path / "x.json").write_text("[1, 2]\n")  # (a .txt file is text: one sentence per line)
+    with pytest.raises(KlvaeError, match=r"unsupported data file type '\.json'"):
+        load_dataset(str(tmp_path / "x.json"))

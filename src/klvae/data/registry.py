@@ -13,21 +13,31 @@ from klvae.data import arm, binarized, digits, dsprites, frey, idx
 from klvae.data.dataset import BINARIZE_MODES, Dataset, make_dataset
 from klvae.data.files import SUFFIXES, load_file
 from klvae.data.splits import Source
+from klvae.data.tokens import SOURCES as TEXT_SOURCES, TextOptions, TextSource, file_source, load_tokens
 from klvae.errors import KlvaeError
 from klvae.registry import Registry
 
 DATASETS = Registry("dataset", "--data")
 for _source in (digits.SOURCE, idx.MNIST, idx.FASHION_MNIST, binarized.SOURCE, frey.SOURCE, arm.PENDULUM, arm.ARM,
                 dsprites.DSPRITES, dsprites.GENERATED):
-    DATASETS.register(_source.name, _source.description, _source, default_binarize=_source.default_binarize)
+    DATASETS.register(_source.name, _source.description, _source, default_binarize=_source.default_binarize,
+                      kind="arrays")
+for _text in TEXT_SOURCES.values():
+    DATASETS.register(_text.name, _text.description, _text, default_binarize="none", kind="tokens")
 
 
-def register_dataset(source: Source, replace: bool = False) -> Source:
-    """Add a data set: ``source.load(data_dir, download)`` returns its RawSplits."""
+def register_dataset(source: Source | TextSource, replace: bool = False) -> Source | TextSource:
+    """Add a data set: a Source (``source.load(data_dir, download)`` returns its RawSplits) or a
+    TextSource (``source.read(data_dir, options)`` returns its TextSplits)."""
+    if isinstance(source, TextSource):
+        DATASETS.register(source.name, source.description, source, replace=replace, default_binarize="none",
+                          kind="tokens")
+        return source
     if not isinstance(source, Source):
-        raise KlvaeError(f"a dataset is registered as a klvae.data.splits.Source; got {type(source).__name__}")
+        raise KlvaeError(f"a dataset is registered as a klvae.data.splits.Source or klvae.data.tokens.TextSource; "
+                         f"got {type(source).__name__}")
     DATASETS.register(source.name, source.description, source, replace=replace,
-                      default_binarize=source.default_binarize)
+                      default_binarize=source.default_binarize, kind="arrays")
     return source
 FILE_DEFAULT_BINARIZE = "none"
 DATA_ENV = "KLVAE_DATA"
@@ -57,6 +67,8 @@ def load_dataset(
     val_fraction: float = 0.1,
     seed: int = 0,
     download: bool = False,
+    text_options: TextOptions | None = None,
+    vocab=None,
 ) -> Dataset:
     """Load a registered data set or a user file into memory, split and binarised.
 
@@ -66,11 +78,20 @@ def load_dataset(
     (ignored where the data set has an official validation split).
     download: fetch missing MNIST / Fashion-MNIST files from their canonical mirrors.
     Data already in {0, 1} resolves to binarize="none" with binary=True.
+    text_options: how a text or SMILES corpus (or a .txt / text .csv file, a PTB folder) becomes token
+    rows (a TokenDataset); vocab: a trained run's vocabulary to encode them with.
     Raises KlvaeError for a bad option, an unknown name, or a missing or invalid file.
     """
     _check_options(binarize, val_fraction, seed)
     text = os.fspath(name)
     key = text.strip().lower().replace("_", "-")
+    if key in DATASETS:
+        text_source = DATASETS[key].builder if DATASETS[key].get("kind") == "tokens" else None
+    else:
+        text_source = file_source(text)
+    if text_source is not None:
+        return load_tokens(text_source, resolve_data_dir(data_dir), text_options or TextOptions(), val_fraction,
+                           seed, vocab)
     if key in DATASETS:
         source = DATASETS[key].builder
         raw = source.load(resolve_data_dir(data_dir), download)

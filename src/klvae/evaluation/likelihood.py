@@ -7,13 +7,13 @@ from pathlib import Path
 
 import torch
 
-from klvae.data import load_dataset
 from klvae.diagnostics import active_units, off_fraction
 from klvae.evaluation.directional import angle_recovery
+from klvae.evaluation.sequences import is_token_rows, sequence_figures
 from klvae.errors import KlvaeError
 from klvae.models.conditional import condition_of
 from klvae.objectives import ElboTerms, elbo, iwae_bound
-from klvae.run import RunDir
+from klvae.run import BASELINE, WEIGHTS, RunDir
 
 SPLITS = ("train", "val", "test")
 ELEMENT_BUDGET = 2**21  # decoder outputs (samples x points x pixels) held at once: ~8 MB of float32
@@ -39,7 +39,8 @@ def batched_terms(model, x: torch.Tensor, iwae_k: int, batch_size: int | None = 
         raise KlvaeError(f"batch_size must be a positive integer; got {batch_size}")
     model.eval()
     device = next(model.parameters()).device
-    batch, chunk = plan_batches(len(x), math.prod(x.shape[1:]), iwae_k, batch_size)
+    outputs = getattr(model, "output_elements", math.prod(x.shape[1:]))  # a sequence model: tokens x vocabulary
+    batch, chunk = plan_batches(len(x), outputs, iwae_k, batch_size)
     with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for start in range(0, len(x), batch):
@@ -77,21 +78,23 @@ def evaluate_model(model, x: torch.Tensor, iwae_k: int = 1000, batch_size: int |
         result["kl_per_dim"] = (per_dim / n).tolist()
     if off:
         result["off_fraction"] = torch.cat(off).mean().item()  # spike-and-slab: dimensions switched off
+    if is_token_rows(x):
+        result.update(sequence_figures(model, x, result, condition, seed))
     return result
 
 
-def split_data(config, split: str, data_dir: str | None = None) -> torch.Tensor:
+def split_data(config, split: str, data_dir: str | None = None, vocab=None) -> torch.Tensor:
     """The evaluation copy of one split of a run's dataset (binarised once, deterministically)."""
-    return split_with_labels(config, split, data_dir)[0]
+    return split_with_labels(config, split, data_dir, vocab)[0]
 
 
-def split_with_labels(config, split: str, data_dir: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(x, labels) of one split; labels are None when the data set has none."""
+def split_with_labels(config, split: str, data_dir: str | None = None, vocab=None
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(x, labels) of one split; labels are None when the data set has none. ``vocab``: a text
+    run's vocabulary (RunDir.vocabulary), so rows are encoded as the model was trained."""
     if split not in SPLITS:
         raise KlvaeError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
-    source = config.data
-    data = load_dataset(source.name, data_dir or source.data_dir, source.binarize, source.val_fraction,
-                        config.trainer.seed)
+    data = config.data.load(config.trainer.seed, data_dir, vocab)
     data = data.without_classes(config.data.exclude_labels)  # as trained; test keeps every class
     x = getattr(data, split)
     if split == "train":  # train stays grey under dynamic binarisation: draw it once, reproducibly
@@ -114,12 +117,16 @@ def evaluate(run_dir: str | Path, split: str = "test", iwae_k: int = 1000, batch
     run = RunDir.open(run_dir)
     config = run.config()
     model = run.load_model(device) if model is None else model.to(device).eval()
-    x, labels = split_with_labels(config, split, data_dir)
+    codec = run.vocabulary()
+    x, labels = split_with_labels(config, split, data_dir, codec.vocabulary if codec else None)
     condition = condition_of(model, labels)
     result = {"split": split, **evaluate_model(model, x, iwae_k, batch_size, seed, condition)}
     if condition is not None:  # the bounds are on log p(x|y), given the test labels
         result["condition"] = "label"
     if labels is not None and labels.is_floating_point():  # ground-truth angles (pendulum, arm)
         result["circular_correlation"] = angle_recovery(model, x.to(device), labels)
+    baseline = RunDir(run.file(BASELINE))
+    if baseline.file(WEIGHTS).is_file():  # trained with --baseline: its figures beside the model's
+        result["baseline"] = evaluate(baseline.path, split, iwae_k, batch_size, seed, data_dir, device)
     run.save_result(f"eval_{split}", result)
     return result

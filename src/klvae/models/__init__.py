@@ -5,7 +5,9 @@ An entry's builder is the model class, called as ``builder(config, **parts)``; i
 ``config`` (the config dataclass it reads, what ``model.json`` stores), ``objectives`` (the
 objectives it trains with; None: any), ``conditional`` (whether ``--condition label`` works),
 ``dreg``, ``free_bits`` and ``capacity`` (whether those training options apply), ``parts`` (the
-modules a caller may pass in place of the registered ones).
+modules a caller may pass in place of the registered ones), ``reads`` (``arrays``, the default, or
+``tokens``: rows of token ids of a text data set), ``baseline`` (the flat config keys that turn
+a run's config into its baseline's, trained with ``--baseline``).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from klvae.errors import KlvaeError
 from klvae.models.hierarchical import HierarchicalVAE, HVAEConfig
 from klvae.models.parts import PARTS
 from klvae.models.vae import VAE, VAEConfig
+from klvae.models.sequence import SeqVAE, SeqVAEConfig
 from klvae.models.vqvae import VQVAE, VQVAEConfig
 from klvae.registry import Registry
 
@@ -32,7 +35,14 @@ MODELS.register("vqvae", "VQ-VAE: --codes K codes of dimension --latent-dim at -
                 "vq-ema, vq or gumbel", VQVAE, config=VQVAEConfig, objectives=("elbo",), conditional=False, dreg=False,
                 free_bits=False, capacity=False, parts=())
 
-__all__ = ["MODELS", "VAE", "HierarchicalVAE", "VQVAE", "VAEConfig", "HVAEConfig", "VQVAEConfig", "ModelSpec",
+MODELS.register("seqvae", "sequence VAE (Bowman et al. 2016) for text and SMILES: recurrent encoder, --decoder-cell "
+                "lstm, gru or transformer, --word-dropout", SeqVAE, config=SeqVAEConfig, objectives=("elbo", "iwae"),
+                conditional=True, dreg=False, free_bits=True, capacity=True, parts=(), reads="tokens",
+                baseline={"latent_dim": 0, "latent": "gaussian", "prior": "standard", "condition": "none",
+                          "conditional_prior": False, "objective": "elbo", "free_bits": 0.0,
+                          "kl_schedule": "constant"})
+
+__all__ = ["MODELS", "VAE", "SeqVAE", "SeqVAEConfig", "HierarchicalVAE", "VQVAE", "VAEConfig", "HVAEConfig", "VQVAEConfig", "ModelSpec",
            "build_model", "model_config"]
 
 

@@ -70,7 +70,7 @@ def decode_with(model: nn.Module, h: torch.Tensor) -> Distribution:
     ``model.likelihood`` (None: the decoder gives the distribution itself)."""
     lead = h.shape[:-1]
     if model.likelihood is None:
-        return model.decoder(h.reshape(*lead, -1))
+        return model.decoder(h)
     out = model.decoder(h.reshape(-1, h.shape[-1]))
     if math.prod(out.shape[1:]) != math.prod(model.out_shape):
         raise KlvaeError(f"the decoder must output (B, {', '.join(map(str, model.out_shape))}) for the likelihood; got "

@@ -165,11 +165,11 @@ class VAE(nn.Module):
         if z.shape[-1] != self.latent_dim:
             raise KlvaeError(f"z must have shape (..., {self.latent_dim}); got {tuple(z.shape)}")
         lead = z.shape[:-1]
-        h = self.family.decoder_input(z.reshape(-1, self.latent_dim))
+        h = self.family.decoder_input(z.reshape(lead.numel(), self.latent_dim))  # numel: z may be empty (D = 0)
         y = self._one_hot(condition, z)
         if y is not None:  # the one-hot of each z's data point, (*S, C), joined to the decoder input
             h = join(h.view(*lead, -1), y).reshape(-1, h.shape[-1] + self.num_classes)
-        return decode_with(self, h.view(*lead, -1))
+        return decode_with(self, h.view(*lead, h.shape[-1]))
 
     def prior(self, condition: torch.Tensor | None = None) -> Distribution:
         """p(z): the family's standard prior, or the learned one; p(z|y) with batch_shape (N,) for
