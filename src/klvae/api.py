@@ -23,10 +23,12 @@ from klvae.models.parts import CUSTOM, record_parts
 from klvae.priors import PRIORS
 from klvae.run import BASELINE, CONFIG, RunDir, load
 from klvae.training import VAETask, build_trainer, loader
-from klvae.verbs import compare, disentanglement, interpolate, reconstruct, report, sample, texts, traverse
+from klvae.verbs import (
+    compare, disentanglement, interpolate, molecules, reconstruct, report, sample, texts, traverse,
+)
 
-__all__ = ["compare", "disentanglement", "evaluate", "fit", "interpolate", "load", "reconstruct", "report", "sample",
-           "score", "texts", "train_config", "traverse"]
+__all__ = ["compare", "disentanglement", "evaluate", "fit", "interpolate", "load", "molecules", "reconstruct", "report",
+           "sample", "score", "texts", "train_config", "traverse"]
 
 
 def as_config(config: TrainConfig | dict[str, Any] | str | Path) -> TrainConfig:

@@ -83,15 +83,15 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"  KL              {r['kl']:10.3f}")
     print(f"  NLL (IWAE, K={r['iwae_k']}) {r['nll_iwae']:8.3f} ± {r['nll_iwae_se']:.3f}")
     print(f"  active units    {r['active_units']:10d}")
-    if "perplexity" in r:  # token rows: per token, <eos> included
-        print(f"  perplexity      {r['perplexity']:10.2f} (IWAE; {r['perplexity_elbo']:.2f} by the ELBO), "
+    if "ppl" in r:  # token rows: perplexity per token, <eos> included
+        print(f"  perplexity      {r['ppl']:10.2f} (IWAE; {r['ppl_elbo']:.2f} by the ELBO), "
               f"{r['tokens_per_row']:.2f} tokens per row")
         print(f"  I(x; z)         {r['mutual_information']:10.3f} nats")
         print(f"  token accuracy  {r['token_accuracy']:10.3f} (greedy reconstruction)")
     if "baseline" in r:
         b = r["baseline"]
         figures = f"NLL {b['nll_iwae']:.3f} ± {b['nll_iwae_se']:.3f}" + (
-            f", perplexity {b['perplexity']:.2f}" if "perplexity" in b else "")
+            f", perplexity {b['ppl']:.2f}" if "ppl" in b else "")
         print(f"  baseline        {figures} ({args.run}/baseline: the model's baseline, e.g. the decoder without z)")
 
 
@@ -223,6 +223,20 @@ def cmd_disentanglement(args: argparse.Namespace) -> None:
             for sub_key, sub_value in value.items():
                 if isinstance(sub_value, (int, float)) and not isinstance(sub_value, bool):
                     print(f"  {key + '.' + sub_key:28s} {sub_value:.3f}")
+
+
+def cmd_molecules(args: argparse.Namespace) -> None:
+    from klvae.api import molecules
+
+    r = molecules(args.run, args.n, args.seed, args.source, args.reference_size, args.jobs, args.data_dir)
+    if args.json:
+        print(json.dumps(r))
+        return
+    sizes = ", ".join(f"{k} {v}" for k, v in r["reference_size"].items())
+    print(f"{args.run}: MOSES metrics of {r['n']} SMILES from the {r['source']} (references: {sizes})")
+    for key, value in r.items():
+        if key not in ("n", "source", "seed", "reference_size"):
+            print(f"  {key:14s} {value:8.4f}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:

@@ -189,6 +189,17 @@ def run_parsers(sub) -> None:
                         "dsprites-grid (the real factorial grid), dsprites (the official file) (default: the generator)")
     _common(p)
 
+    p = sub.add_parser("molecules", help="the MOSES metrics of SMILES sampled from a run trained on SMILES")
+    _run(p)
+    p.add_argument("-n", type=int, default=30_000, help="molecules to sample (default: 30000, MOSES's protocol)")
+    p.add_argument("--from", dest="source", default="prior", metavar="SAMPLER",
+                   help="where z comes from (see `klvae sample --help`; default: prior)")
+    p.add_argument("--reference-size", type=int, default=10_000,
+                   help="test and scaffold-test molecules compared against, drawn with --seed; 0: all (MOSES's "
+                        "protocol; ChemNet then takes minutes) (default: 10000)")
+    p.add_argument("--jobs", type=int, default=1, help="processes that run RDKit (default: 1)")
+    _common(p)
+
     p = sub.add_parser("report", help="write report.html of a run")
     _run(p)
 

@@ -23,6 +23,7 @@ from klvae import checks
 from klvae.config_sections import (
     CollapseConfig, DataConfig, ObjectiveConfig, OutputConfig, ScheduleConfig, TrainerConfig, coerce, default_of,
 )
+from klvae.data import data_kind
 from klvae.errors import KlvaeError
 from klvae.models import MODELS, model_config
 from klvae.registry import did_you_mean
@@ -165,15 +166,17 @@ def _sections(values: dict[str, Any]) -> dict[str, Any]:
         nested[section][f.name] = value
     built = {name: cls(**{k: coerce(cls, k, v, name if k == "name" else k) for k, v in nested[name].items()})
              for name, cls in SECTIONS.items()}
-    built["model"] = _model_section(nested["model"])
+    built["model"] = _model_section(nested["model"], data_kind(built["data"].name))
     return built
 
 
-def _model_section(values: dict[str, Any]):
+def _model_section(values: dict[str, Any], kind: str = "arrays"):
     """The chosen model's config from its options; an option of another model is a KlvaeError
-    unless it holds that model's default (older config.yaml files hold every model's options)."""
+    unless it holds that model's default (older config.yaml files hold every model's options).
+    No model named: the first registered model that reads the data's ``kind`` (vae for arrays,
+    seqvae for text)."""
     values = dict(values)
-    name = values.pop("name", values.pop("model", "vae"))
+    name = values.pop("name", values.pop("model", None)) or MODELS.where(lambda e: e.get("reads", "arrays") == kind)[0]
     entry = MODELS[name]
     own = {f.name: f for f in fields(entry.config)}
     for other in MODELS.entries():

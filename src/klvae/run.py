@@ -216,6 +216,11 @@ class RunDir:
                 raise KlvaeError(f"{path} is not a JSON result; rerun `klvae {command} {self.path}`") from None
         return out
 
+    def text(self, name: str) -> str | None:
+        """A text file of the run (e.g. samples.txt), None when it has none."""
+        path = self.file(name)
+        return path.read_text(encoding="utf-8", errors="replace") if path.is_file() else None
+
     def pictures(self, names: tuple[str, ...]) -> dict[str, bytes]:
         """The PNG files among ``names`` that the run holds."""
         return {name: self.file(name).read_bytes() for name in names if self.file(name).is_file()}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from klvae.data.text import TOKENIZERS
 from klvae.errors import KlvaeError
 from klvae.evaluation.likelihood import split_with_labels
 from klvae.generation import SAMPLERS
@@ -119,6 +120,9 @@ def traverse(run_dir: str | Path, index: int = 0, steps: int = 10, span: float =
              data_dir: str | None = None, model=None) -> tuple[torch.Tensor, list[int]]:
     """Latent traversals from data point ``index``: (images (D * steps, *event), the dimensions of
     the rows), rows sorted by the dimension's mean KL over up to 1,000 points of the split."""
+    if RunDir.open(run_dir).vocabulary() is not None:
+        raise KlvaeError(f"traverse draws a grid of pictures; {run_dir} is a text run: use `klvae interpolate` or "
+                         "`klvae sample`")
     model, x, y = run_data(run_dir, split, data_dir, model)
     if not 0 <= index < len(x):
         raise KlvaeError(f"--index {index} is out of range; the {split} split has {len(x)} points (0..{len(x) - 1})")
@@ -153,3 +157,40 @@ def compare(runs: list[str | Path], out: str | Path = "compare.png") -> tuple[li
     from klvae.report.compare import compare_runs, save_compare_plot
 
     return compare_runs(runs), save_compare_plot(out, runs)
+
+
+def molecules(run_dir: str | Path, n: int = 30_000, seed: int = 0, source: str = "prior", reference_size: int = 10_000,
+              n_jobs: int = 1, data_dir: str | None = None, model=None) -> dict:
+    """The MOSES metrics of ``n`` SMILES sampled (ancestral decoding) from a run trained on SMILES,
+    against its test split and, when the data set has one, its scaffold test split (each
+    subsampled to ``reference_size``, seeded; 0: whole); novelty against the run's training
+    SMILES. Written to molecules.json in the run."""
+    from klvae.evaluation.molecules import moses_metrics
+
+    run = RunDir.open(run_dir)
+    codec = run.vocabulary()
+    if codec is None or not TOKENIZERS[codec.tokenizer].get("molecules"):
+        raise KlvaeError(f"{run_dir} was not trained on SMILES (--tokenizer smiles, e.g. --data moses); the MOSES "
+                         "metrics score molecules")
+    if n < 2 or reference_size < 0:
+        raise KlvaeError(f"-n must be at least 2 and --reference-size at least 0; got {n}, {reference_size}")
+    config = run.config()
+    data = config.data.load(config.trainer.seed, data_dir, codec.vocabulary)
+    rows = sample(run_dir, n, seed, source, model=model, data_dir=data_dir, decoding="sample")
+    refs = {name: _subsample(data.texts[name], reference_size, seed) for name in ("test", "test_scaffolds")
+            if name in data.texts}
+    metrics = moses_metrics(codec.decode(rows), set(data.texts["train"]), refs["test"],
+                            refs.get("test_scaffolds", refs["test"]), n_jobs)
+    if "test_scaffolds" not in refs:  # no scaffold split: the /TestSF columns would repeat /Test
+        metrics = {k: v for k, v in metrics.items() if not k.endswith("/TestSF")}
+    result = {"n": n, "source": source, "seed": seed, "reference_size": {k: len(v) for k, v in refs.items()},
+              **metrics}
+    run.save_result("molecules", result)
+    return result
+
+
+def _subsample(texts: list[str], size: int, seed: int) -> list[str]:
+    if not size or size >= len(texts):
+        return texts
+    keep = torch.randperm(len(texts), generator=torch.Generator().manual_seed(seed))[:size].sort().values
+    return [texts[i] for i in keep.tolist()]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import json
 
 import pytest
@@ -203,6 +205,7 @@ def test_encode_texts_refuses_a_bad_max_length(max_length):
         encode_texts(["a"], "word", Vocabulary.build([]), max_length)
 
 
-def test_encode_texts_names_the_text_a_tokenizer_refuses():
-    with pytest.raises(KlvaeError, match="^text 1: SMILES 'CZ' .*'Z' at position 1"):
-        encode_texts(["CC", "CZ"], "smiles", Vocabulary.build([]), 10)
+def test_encode_texts_leaves_out_and_names_the_text_a_tokenizer_refuses():
+    enc = encode_texts(["CC", "CZ", "CO"], "smiles", Vocabulary.build([]), 10)
+    assert enc.kept.tolist() == [0, 2] and enc.dropped == 1
+    assert re.match(r"^text 1: SMILES 'CZ' .*'Z' at position 1", enc.refusal)

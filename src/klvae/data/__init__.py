@@ -6,6 +6,6 @@
 """
 
 from klvae.data.dataset import BINARIZE_MODES, Dataset
-from klvae.data.registry import list_datasets, load_dataset, resolve_data_dir
+from klvae.data.registry import data_kind, list_datasets, load_dataset, resolve_data_dir
 
-__all__ = ["BINARIZE_MODES", "Dataset", "list_datasets", "load_dataset", "resolve_data_dir"]
+__all__ = ["BINARIZE_MODES", "Dataset", "data_kind", "list_datasets", "load_dataset", "resolve_data_dir"]

@@ -52,6 +52,15 @@ def list_datasets() -> list[tuple[str, str]]:
     return [(e.name, e.description) for e in DATASETS.entries()]
 
 
+def data_kind(name: str | os.PathLike) -> str:
+    """What a data set holds, from its name alone: ``tokens`` (a text corpus, a .txt file, a text
+    .csv, a Penn Treebank folder) or ``arrays``."""
+    key = os.fspath(name).strip().lower().replace("_", "-")
+    if key in DATASETS:
+        return DATASETS[key].get("kind", "arrays")
+    return "tokens" if file_source(os.fspath(name)) is not None else "arrays"
+
+
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     """The data folder: data_dir if given, else $KLVAE_DATA, else ./data."""
     if data_dir is not None and str(data_dir) != "":

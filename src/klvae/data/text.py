@@ -121,7 +121,7 @@ TOKENIZERS.register("word", "lower-cased words, punctuation and clitics (n't, 's
 TOKENIZERS.register("whitespace", "whitespace-separated tokens, case kept (already tokenised text, e.g. PTB)",
                     WhitespaceTokenizer())
 TOKENIZERS.register("smiles", "SMILES atoms, bonds and ring closures (Schwaller et al. 2019 regex)",
-                    SmilesTokenizer())
+                    SmilesTokenizer(), molecules=True)  # molecules: its texts are SMILES (klvae molecules)
 TOKENIZERS.register("char", "one token per character", CharTokenizer())
 
 
@@ -239,23 +239,26 @@ class Encoded:
     lengths: torch.Tensor
     kept: torch.Tensor
     dropped: int
+    refusal: str | None = None
 
 
 def encode_texts(texts: Iterable[str], tokenizer: str | Tokenizer, vocab: Vocabulary,
                  max_length: int) -> Encoded:
-    """Tokenise and encode ``texts``; texts with no token or more than ``max_length`` tokens are
-    dropped and counted. L is the longest kept row (0 when none is kept)."""
+    """Tokenise and encode ``texts``; texts with no token, more than ``max_length`` tokens, or
+    that the tokenizer refuses are dropped and counted (``refusal``: the first refusal's message).
+    L is the longest kept row (0 when none is kept)."""
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
         raise KlvaeError(f"max_length must be a positive integer (tokens per text, EOS not "
                          f"counted); got {max_length!r}")
     tok = get_tokenizer(tokenizer)
-    rows, kept, total = [], [], 0
+    rows, kept, total, refusal = [], [], 0, None
     for i, text in enumerate(texts):
         total += 1
         try:
             tokens = tok.split(text)
-        except KlvaeError as e:
-            raise KlvaeError(f"text {i}: {e}") from e
+        except KlvaeError as e:  # left out and counted, like a text too long
+            refusal = refusal or f"text {i}: {e}"
+            continue
         if 0 < len(tokens) <= max_length:
             rows.append(vocab.encode(tokens) + [EOS])
             kept.append(i)
@@ -266,4 +269,4 @@ def encode_texts(texts: Iterable[str], tokenizer: str | Tokenizer, vocab: Vocabu
         row = torch.repeat_interleave(torch.arange(len(rows)), lengths)
         col = torch.arange(len(row)) - (lengths.cumsum(0) - lengths)[row]
         ids[row, col] = torch.tensor([t for r in rows for t in r], dtype=torch.long)
-    return Encoded(ids, lengths, torch.tensor(kept, dtype=torch.long), total - len(rows))
+    return Encoded(ids, lengths, torch.tensor(kept, dtype=torch.long), total - len(rows), refusal)

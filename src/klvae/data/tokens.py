@@ -8,6 +8,7 @@ the vocabulary, the label names) goes into the run directory as vocab.json.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,9 +17,13 @@ import torch
 
 from klvae.data import corpora
 from klvae.data.dataset import Dataset
-from klvae.data.splits import holdout, split_count
+from klvae.data.splits import TEST_SEED, holdout, split_count
 from klvae.data.text import EOS, TOKENIZERS, Vocabulary, encode_texts
 from klvae.errors import KlvaeError
+from klvae.registry import did_you_mean
+
+
+TEST_FRACTION = 0.1  # of a user's texts, held out as test with TEST_SEED (as for arrays)
 
 
 @dataclass(frozen=True)
@@ -38,12 +43,14 @@ class TextOptions:
 @dataclass(frozen=True)
 class TextSource:
     """A registered corpus: ``read(data_dir, options)`` gives its TextSplits; ``tokenizer`` is
-    the default one."""
+    the default one; ``checked``: its SMILES are known to be valid (a user's file is checked with
+    RDKit when it is installed)."""
 
     name: str
     description: str
     read: object
     tokenizer: str
+    checked: bool = False
 
 
 @dataclass(frozen=True)
@@ -73,7 +80,7 @@ class Vocab:
     def label(self, name: str) -> int:
         if name not in self.label_names:
             raise KlvaeError(f"label must be one of {', '.join(self.label_names) or '(none: unlabelled data)'}; got "
-                             f"{name!r}")
+                             f"{name!r}{did_you_mean(name, self.label_names)}")
         return self.label_names.index(name)
 
 
@@ -87,12 +94,12 @@ class TokenDataset(Dataset):
 
 
 SOURCES = {
-    "wordnet": TextSource("wordnet", "WordNet 3.0 definitions (106k / 5.7k / 5.8k), labelled by part of speech",
+    "wordnet-definitions": TextSource("wordnet-definitions", "WordNet 3.0 definitions (106k / 5.7k / 5.8k), labelled by part of speech",
                           lambda d, o: corpora.read_wordnet(d, "definitions"), "word"),
     "wordnet-examples": TextSource("wordnet-examples", "WordNet 3.0 usage sentences (43.7k / 2.3k / 2.4k), labelled "
                                    "by part of speech", lambda d, o: corpora.read_wordnet(d, "examples"), "word"),
     "moses": TextSource("moses", "the MOSES benchmark's SMILES (1.58M train, 176k test, 176k scaffold test)",
-                        lambda d, o: corpora.read_moses(d, o.train_limit or None), "smiles"),
+                        lambda d, o: corpora.read_moses(d, o.train_limit or None), "smiles", checked=True),
 }
 
 
@@ -130,13 +137,18 @@ def load_tokens(source: TextSource, data_dir: Path, options: TextOptions, val_fr
     labels = {"train": splits.train_labels, "val": splits.val_labels, "test": splits.test_labels}
     if options.train_limit and len(texts["train"]) > options.train_limit:
         texts["train"], labels["train"] = texts["train"][:options.train_limit], _head(labels["train"], options.train_limit)
+    if texts["test"] is None:  # a user's file: a fixed test split, as for arrays (never the run's seed)
+        texts, labels = _carve(texts, labels, "test", TEST_FRACTION, TEST_SEED)
     if texts["val"] is None:
-        texts, labels = _carve_val(texts, labels, val_fraction, seed)
+        texts, labels = _carve(texts, labels, "val", val_fraction, seed)
     vocab = vocab or Vocabulary.build([split(t) for t in texts["train"]], max_size=options.vocab_size)
     names = sorted({lab for part in labels.values() if part for lab in part})
-    rows, kept_labels, kept_texts, dropped = {}, {}, {}, 0
+    if TOKENIZERS[tokenizer].get("molecules") and not source.checked:
+        texts, labels = _valid_molecules(texts, labels, source.name)
+    rows, kept_labels, kept_texts, dropped, refusal = {}, {}, {}, 0, None
     for k in ("train", "val", "test"):
         enc = encode_texts(texts[k], TOKENIZERS[tokenizer].builder, vocab, options.max_length)
+        refusal = refusal or enc.refusal
         if len(enc.kept) == 0:
             raise KlvaeError(f"no {k} text of {source.name} fits max_length {options.max_length}; raise --max-length")
         rows[k] = _pad(enc.ids, options.max_length + 1)  # the tokens and <eos>
@@ -144,11 +156,36 @@ def load_tokens(source: TextSource, data_dir: Path, options: TextOptions, val_fr
         kept_texts[k] = [texts[k][i] for i in kept]
         kept_labels[k] = (torch.tensor([names.index(labels[k][i]) for i in kept]) if labels[k] else None)
         dropped += enc.dropped
+    if dropped:
+        total = sum(len(t) for t in texts.values())
+        first = f"; the first refused: {refusal}" if refusal else ""
+        warnings.warn(f"{source.name}: left out {dropped} of {total} texts (empty, longer than max_length "
+                      f"{options.max_length} tokens, or refused by the {tokenizer} tokenizer){first}", stacklevel=2)
     extra = {name: list(v) for name, v in getattr(splits, "extra", {}).items()}
     return TokenDataset(name=source.name, train=rows["train"], val=rows["val"], test=rows["test"],
                         train_labels=kept_labels["train"], val_labels=kept_labels["val"],
                         test_labels=kept_labels["test"], binarize="none", binary=False,
                         codec=Vocab(vocab, tokenizer, names), texts={**kept_texts, **extra}, dropped=dropped)
+
+
+def _valid_molecules(texts: dict, labels: dict, name: str) -> tuple[dict, dict]:
+    """The SMILES that RDKit parses (all of them when RDKit is not installed); the others are left
+    out with one warning saying how many."""
+    try:
+        from rdkit import Chem, RDLogger
+    except ImportError:
+        return texts, labels
+    RDLogger.DisableLog("rdApp.*")
+    bad = 0
+    for k, part in texts.items():
+        ok = [Chem.MolFromSmiles(t) is not None for t in part]
+        bad += ok.count(False)
+        texts = {**texts, k: [t for t, good in zip(part, ok) if good]}
+        if labels[k]:
+            labels = {**labels, k: [lab for lab, good in zip(labels[k], ok) if good]}
+    if bad:
+        warnings.warn(f"{name}: left out {bad} SMILES that RDKit cannot parse", stacklevel=3)
+    return texts, labels
 
 
 def _head(labels, n):
@@ -162,10 +199,12 @@ def _pad(ids: torch.Tensor, length: int) -> torch.Tensor:
     return out
 
 
-def _carve_val(texts: dict, labels: dict, val_fraction: float, seed: int) -> tuple[dict, dict]:
+def _carve(texts: dict, labels: dict, split: str, fraction: float, seed: int) -> tuple[dict, dict]:
+    """Move ``fraction`` of train (chosen with ``seed``) to ``split``."""
     train, train_labels = texts["train"], labels["train"]
-    index = np.arange(len(train))
-    keep, _, out, _ = holdout(index, None, split_count(len(train), val_fraction), seed)
+    if len(train) < 3:
+        raise KlvaeError(f"a text data set needs at least 3 texts to split into train, val and test; got {len(train)}")
+    keep, _, out, _ = holdout(np.arange(len(train)), None, split_count(len(train), fraction), seed)
     pick = (lambda seq, idx: [seq[i] for i in idx] if seq else seq)
-    return ({**texts, "train": pick(train, keep), "val": pick(train, out)},
-            {**labels, "train": pick(train_labels, keep), "val": pick(train_labels, out)})
+    return ({**texts, "train": pick(train, keep), split: pick(train, out)},
+            {**labels, "train": pick(train_labels, keep), split: pick(train_labels, out)})

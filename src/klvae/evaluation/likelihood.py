@@ -40,6 +40,8 @@ def batched_terms(model, x: torch.Tensor, iwae_k: int, batch_size: int | None = 
     model.eval()
     device = next(model.parameters()).device
     outputs = getattr(model, "output_elements", math.prod(x.shape[1:]))  # a sequence model: tokens x vocabulary
+    if getattr(model, "latent_dim", None) == 0:  # no z: every importance weight is p(x) itself
+        iwae_k = 1
     batch, chunk = plan_batches(len(x), outputs, iwae_k, batch_size)
     with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)

@@ -41,7 +41,7 @@ def sequence_figures(model, x: torch.Tensor, result: dict, condition: torch.Tens
                                          None if condition is None else condition[i:i + 500].to(device)).cpu()
                              for i in range(0, n, 500)])
     return {"tokens_per_row": tokens / n,
-            "perplexity": math.exp(result["nll_iwae"] * n / tokens),
-            "perplexity_elbo": math.exp(-result["elbo"] * n / tokens),
+            "ppl": math.exp(result["nll_iwae"] * n / tokens),
+            "ppl_elbo": math.exp(-result["elbo"] * n / tokens),
             "mutual_information": mi,
             "token_accuracy": token_accuracy(x, decoded)}

@@ -40,6 +40,12 @@ def decoder_inputs(x: torch.Tensor, word_dropout: float, training: bool) -> torc
     return inputs
 
 
+def emittable(logits: torch.Tensor) -> torch.Tensor:
+    """Logits with <pad> and <bos> ruled out: a row never emits them, so p(x|z) spreads over the
+    tokens it can emit (log_prob and generation read the same distribution)."""
+    return logits.index_fill(-1, torch.tensor([PAD, BOS], device=logits.device), -math.inf)
+
+
 class StartState(nn.Linear):
     """A dense layer of z; with no z (a language model's 0 features) a learned constant."""
 
@@ -87,7 +93,6 @@ class SequenceDecoder(nn.Module):
         done = torch.zeros(len(h), dtype=torch.bool, device=h.device)
         for t in range(self.max_length):
             logp, state = self.step(state, tokens)
-            logp[:, [PAD, BOS]] = -math.inf
             if t == self.max_length - 1:
                 tokens = torch.full_like(tokens, EOS)
             elif method == "greedy":
@@ -114,10 +119,8 @@ class SequenceDecoder(nn.Module):
         done = torch.zeros(b * w, dtype=torch.bool, device=h.device)
         for t in range(self.max_length):
             logp, state = self.step(state, tokens)
-            logp[:, [PAD, BOS]] = -math.inf
-            if t == self.max_length - 1:
+            if t == self.max_length - 1:  # the row must end: only <eos>, at its own probability
                 logp[:, :EOS] = logp[:, EOS + 1:] = -math.inf
-                logp[:, EOS] = 0.0
             logp[done] = -math.inf
             logp[done, PAD] = 0.0  # a finished row extends with padding at no cost
             total = (score.view(-1, 1) + logp).view(b, w * v)
@@ -162,7 +165,7 @@ class RecurrentDecoder(SequenceDecoder):
         rows = torch.arange(len(x), device=x.device).unsqueeze(1).expand_as(x)
         order = pack_padded_sequence(rows, lengths, batch_first=True, enforce_sorted=False).data
         target = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False).data
-        token_logp = -F.cross_entropy(self.out(out.data), target, reduction="none")
+        token_logp = -F.cross_entropy(emittable(self.out(out.data)), target, reduction="none")
         return torch.zeros(len(x), dtype=token_logp.dtype, device=x.device).index_add(0, order, token_logp)
 
     def start(self, h: torch.Tensor):
@@ -171,7 +174,7 @@ class RecurrentDecoder(SequenceDecoder):
     def step(self, state, tokens: torch.Tensor):
         rnn_state, h = state
         out, rnn_state = self.rnn(self._inputs(tokens.unsqueeze(1), h), rnn_state)
-        return F.log_softmax(self.out(out[:, -1]), -1), (rnn_state, h)
+        return F.log_softmax(emittable(self.out(out[:, -1])), -1), (rnn_state, h)
 
     def reorder(self, state, index: torch.Tensor):
         rnn_state, h = state
@@ -199,7 +202,7 @@ class TransformerDecoder(SequenceDecoder):
         n = tokens.shape[1]
         e = self.embed(tokens) + self.position.weight[:n] + self.from_z(h).unsqueeze(1)
         causal = nn.Transformer.generate_square_subsequent_mask(n, device=tokens.device, dtype=e.dtype)
-        return self.out(self.body(e, mask=causal, is_causal=True))
+        return emittable(self.out(self.body(e, mask=causal, is_causal=True)))
 
     def log_likelihood(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         longest = int(lengths_of(x).max().clamp_min(1))

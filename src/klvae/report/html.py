@@ -20,12 +20,15 @@ FIGURES = {"curves": "ELBO, reconstruction, KL and KL weight per epoch",
 PICTURES = (("samples.png", "Samples from the prior"),
             ("reconstructions.png", "Test inputs (top) and reconstructions (bottom)"),
             ("interpolation.png", "Latent interpolation between two test points"))
+TEXTS = (("samples.txt", "Samples from the prior (greedy decoding)"),
+         ("reconstructions.txt", "Test texts, each followed by its greedy reconstruction"),
+         ("interpolation.txt", "Homotopy between two test texts (Bowman et al.)"))
 STYLE = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
          "table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:2px 8px;text-align:left}"
          "img{max-width:100%}img.grid{image-rendering:pixelated}.note{color:#666;font-style:italic}"
          ".verdict{padding:0.8em 1em;border-radius:6px;font-size:1.1em;margin:1em 0}"
          ".collapsed{background:#fde2e1;border:2px solid #c62828}.healthy{background:#e3f6e5;border:2px solid #2e7d32}"
-         ".unknown{background:#eeeeee;border:2px solid #888}")
+         ".unknown{background:#eeeeee;border:2px solid #888}pre{background:#f6f6f6;padding:0.6em;overflow-x:auto}")
 
 
 def read_steps(run_dir: str | Path) -> list[dict[str, float]]:
@@ -127,14 +130,24 @@ def picture_sections(run: RunDir) -> list[str]:
     return [_img(data, captions[name], " class='grid'") for name, data in run.pictures(tuple(captions)).items()]
 
 
+def text_sections(run: RunDir) -> list[str]:
+    """The texts of a run on text data (samples, reconstructions, homotopy), as the files hold them."""
+    return [f"<figure><pre>{html.escape(text)}</pre><figcaption>{html.escape(caption)}</figcaption></figure>"
+            for (name, caption) in TEXTS if (text := run.text(name)) is not None]
+
+
 def evaluation_sections(run: RunDir) -> list[str]:
-    """One table per eval_<split>.json."""
+    """One table per eval_<split>.json (a baseline's figures as baseline.*), and the MOSES metrics."""
     parts = []
     for name, result in run.results("eval_").items():
         if not isinstance(result, dict):
             raise KlvaeError(f"{run.file(name + '.json')} is not a JSON result; rerun `klvae evaluate {run.path}`")
-        result = {k: v for k, v in result.items() if k != "kl_per_dim"}
+        base = result.get("baseline") if isinstance(result.get("baseline"), dict) else {}
+        result = {k: v for k, v in result.items() if k not in ("kl_per_dim", "baseline")}
+        result |= {f"baseline.{k}": v for k, v in base.items() if k in ("nll_iwae", "nll_iwae_se", "ppl")}
         parts += [f"<h2>Evaluation ({html.escape(name[5:])} split)</h2>", _table(result)]
+    for name, result in run.results("molecules", command="molecules").items():
+        parts += ["<h2>MOSES metrics of sampled molecules</h2>", _table(result)]
     return parts
 
 
@@ -150,6 +163,9 @@ def write_report(run_dir: str | Path) -> Path:
     pictures = picture_sections(run)
     if pictures:
         parts += ["<h2>Pictures</h2>", *pictures]
+    texts = text_sections(run)
+    if texts:
+        parts += ["<h2>Texts</h2>", *texts]
     parts += evaluation_sections(run)
     if rows:
         last = {k: v for k, v in rows[-1].items() if not k.startswith("kl_dim_")}
