@@ -29,6 +29,7 @@ from klvae.evaluation import evaluate_model  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from contestants import BATCH, PYTHAE, klvae_bf16_train, klvae_train, plain_train, pythae_model, pythae_nll, pythae_train  # noqa: E402
 from e2e import bare_e2e, klvae_e2e, pythae_e2e  # noqa: E402
+from seq_contestants import klvae_seq, plain_seq  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 IWAE_K = 1000
@@ -90,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         train, model = throughput(data, args.data_dir, Path(tmp), SIZES[size])
         iwae = iwae_throughput(model, data.test, SIZES[size])
         e2e = end_to_end(args.data_dir, Path(tmp), *E2E_SIZES[size])
-    results = summarise(args.quick, busy, SIZES[size], train, iwae, e2e)
+        seq = sequence_throughput(args.data_dir, Path(tmp), SIZES[size])
+    results = summarise(args.quick, busy, SIZES[size], train, iwae, e2e, seq)
     report(results)
     write_json(Path(args.out), results)
     return 0
@@ -121,6 +123,15 @@ def iwae_throughput(model, test: torch.Tensor, sizes: tuple) -> dict:
     return interleaved(evals, eval_rounds, "points/s", lambda fn, r: rate(n_eval, fn, x))
 
 
+def sequence_throughput(data_dir: str, tmp: Path, sizes: tuple) -> dict:
+    """Training tokens/s of the sentence VAE on WordNet: klvae.fit against a plain loop (seq_contestants.py)."""
+    rounds, warmup, n, _, _ = sizes
+    print(f"sentences: seqvae (GRU 256 encoder, LSTM 256 decoder, vocab 10k, batch 64) on wordnet-examples, {rounds} "
+          f"rounds x {n} timed steps (+{warmup} warm-up)", flush=True)
+    fns = {"klvae": klvae_seq, "plain": plain_seq}
+    return interleaved(fns, rounds, "tokens/s", lambda fn, r: fn(data_dir, warmup, n, tmp, r))
+
+
 def end_to_end(data_dir: str, tmp: Path, rounds: int, epochs: int) -> dict[str, list[dict]]:
     """Per contestant and round: the seconds of the whole run and of each epoch (see e2e.py)."""
     print(f"end to end: Burda 784-200-200-50 tanh, batch {BATCH}, {rounds} rounds x {epochs} epochs "
@@ -134,20 +145,21 @@ def end_to_end(data_dir: str, tmp: Path, rounds: int, epochs: int) -> dict[str, 
     return runs
 
 
-def summarise(quick: bool, busy: float | None, sizes: tuple, train: dict, iwae: dict, e2e: dict) -> dict:
+def summarise(quick: bool, busy: float | None, sizes: tuple, train: dict, iwae: dict, e2e: dict, seq: dict) -> dict:
     """Medians over rounds and the ratios to report."""
     rounds, warmup, n, n_eval, _ = sizes
     med = {"train_samples_per_s": {k: round(statistics.median(v), 1) for k, v in train.items()},
            "iwae_points_per_s": {k: round(statistics.median(v), 2) for k, v in iwae.items()},
            "e2e_total_s": {k: round(statistics.median(r["total"] for r in v), 2) for k, v in e2e.items()},
-           "e2e_epoch_s": {k: round(statistics.median(s for r in v for s in r["epochs"]), 3) for k, v in e2e.items()}}
+           "e2e_epoch_s": {k: round(statistics.median(s for r in v for s in r["epochs"]), 3) for k, v in e2e.items()},
+           "seq_tokens_per_s": {k: round(statistics.median(v), 1) for k, v in seq.items()}}
     tr, ev, tot, ep = (med[k] for k in ("train_samples_per_s", "iwae_points_per_s", "e2e_total_s", "e2e_epoch_s"))
     over = (lambda d, a, b: round(d[a] / d[b], 3) if b in d else None)
     return {
         "quick": quick, "torch": torch.__version__, "threads": torch.get_num_threads(), "cores": os.cpu_count(),
         "pythae": PYTHAE, "busy_cores_before": busy and round(busy, 2), "batch_size": BATCH,
         "timed_samples_per_round": n * BATCH, "iwae_k": IWAE_K, "iwae_points": n_eval, **med,
-        "rounds": {"train": train, "iwae": iwae, "e2e": e2e},
+        "rounds": {"train": train, "iwae": iwae, "e2e": e2e, "seq": seq},
         "ratios": {"train_klvae_over_plain": over(tr, "klvae", "plain"),
                    "train_klvae_over_pythae": over(tr, "klvae", "pythae"),
                    "train_klvae_bf16_over_pythae": over(tr, "klvae-bf16", "pythae"),
@@ -157,7 +169,8 @@ def summarise(quick: bool, busy: float | None, sizes: tuple, train: dict, iwae: 
                    "e2e_total_klvae_over_bare": over(tot, "klvae", "bare"),
                    "e2e_epoch_klvae_over_bare": over(ep, "klvae", "bare"),
                    "e2e_total_klvae_over_pythae": over(tot, "klvae", "pythae"),
-                   "e2e_epoch_klvae_over_pythae": over(ep, "klvae", "pythae")},
+                   "e2e_epoch_klvae_over_pythae": over(ep, "klvae", "pythae"),
+                   "seq_klvae_over_plain": over(med["seq_tokens_per_s"], "klvae", "plain")},
     }
 
 
@@ -182,6 +195,8 @@ def report(res: dict) -> None:
     print(f"training  klvae-bf16/plain   {r['train_klvae_bf16_over_plain']:.2f}x")
     print(f"Burda e2e klvae/bare         {r['e2e_total_klvae_over_bare']:.2f}x run, "
           f"{r['e2e_epoch_klvae_over_bare']:.2f}x epoch   (time: > 1 is klvae slower)")
+    print(f"sentences klvae/plain        {r['seq_klvae_over_plain']:.2f}x   (tokens/s: {res['seq_tokens_per_s']['klvae']:.0f} "
+          f"against {res['seq_tokens_per_s']['plain']:.0f})")
     if res["pythae"]:
         print(f"training  klvae/pythae       {r['train_klvae_over_pythae']:.2f}x   (target >= 1.5x)")
         print(f"training  klvae-bf16/pythae  {r['train_klvae_bf16_over_pythae']:.2f}x   (bfloat16 matrix products)")

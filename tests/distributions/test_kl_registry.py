@@ -26,6 +26,9 @@ def positive(shape, g, low=0.5, high=5.0):
 
 # (q type, p type) -> builds (q, p) with the given batch shape
 EXAMPLES = {
+    (torch.distributions.Normal, D.StandardNormal): lambda s, g: (
+        torch.distributions.Normal(torch.randn(s, generator=g, dtype=torch.float64) * 2, positive(s, g, 0.1, 3.0)),
+        D.StandardNormal(s, torch.float64)),
     (VonMisesFisher, D.HypersphericalUniform): lambda s, g: (
         VonMisesFisher(unit(s, 5, g), positive(s, g)), D.HypersphericalUniform(5, s, torch.float64)),
     (PowerSpherical, D.HypersphericalUniform): lambda s, g: (

@@ -28,11 +28,12 @@ def diagonal_normal(loc: torch.Tensor, scale: torch.Tensor) -> Independent:
 
 
 class StandardNormal(Normal):
-    """N(0, 1) in each of ``dim`` coordinates: a ``Normal`` whose KL from a Normal has the
-    shorter closed form registered below."""
+    """N(0, 1) in each coordinate of batch shape ``shape`` (an int: (shape,)): a ``Normal`` whose
+    KL from a Normal has the shorter closed form registered below."""
 
-    def __init__(self, dim: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
-        zeros = torch.zeros(dim, dtype=dtype, device=device)
+    def __init__(self, shape: int | tuple[int, ...], dtype: torch.dtype = torch.float32,
+                 device: torch.device | str = "cpu"):
+        zeros = torch.zeros(shape, dtype=dtype, device=device)
         super().__init__(zeros, torch.ones_like(zeros), validate_args=False)
 
 
