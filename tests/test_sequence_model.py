@@ -713,3 +713,26 @@ def test_sequence_figures_perplexity_is_exp_of_nll_times_rows_over_tokens():
     greedy = model.decode(model.family.point(model.encode(x))).mean
     assert figures["token_accuracy"] == pytest.approx(token_accuracy(x, greedy))
     assert 0 <= figures["mutual_information"] <= math.log(len(x)) + 1e-6
+
+
+@pytest.mark.parametrize("cell", ["lstm", "transformer"])
+def test_a_language_model_on_a_one_token_vocabulary_reaches_its_closed_form_nll(cell):
+    """Rows 'a', 'a a', 'a a a' equally often: the best model says p(<eos> | a) = 1/3,
+    p(<eos> | a a) = 1/2, p(<eos> | a a a) = 1, so every row has probability 1/3 and the mean NLL
+    is log 3 exactly; no model goes below it (the entropy of the rows)."""
+    torch.manual_seed(0)
+    a = UNK + 1
+    spec = SeqVAEConfig(event_shape=[4], vocab_size=a + 1, latent_dim=0, hidden=[16], embedding_dim=8,
+                        decoder_cell=cell, heads=2)
+    model = SeqVAE(spec)
+    x = padded([[a, EOS], [a, a, EOS], [a, a, a, EOS]], 4)
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    for _ in range(800):
+        opt.zero_grad()
+        (-elbo(model, x).elbo.mean()).backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        nll = -iwae_bound(model, x, 3)
+    assert torch.allclose(nll, torch.full((3,), math.log(3)), atol=0.02), nll
+    assert nll.mean() >= math.log(3) - 1e-4

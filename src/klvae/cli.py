@@ -263,6 +263,8 @@ def cmd_datasets(args: argparse.Namespace) -> None:
     for name, description in list_datasets():
         print(f"{name:16s} {description}")
     print(f"{'PATH':16s} your own .npy / .npz / .csv file: --data path/to/file.npy")
+    print(f"{'PATH':16s} your own texts: a .txt file (one per line), a .csv with a text, sentence or smiles column, "
+          "or a folder with ptb.train.txt / ptb.valid.txt / ptb.test.txt")
 
 
 def cmd_models(args: argparse.Namespace) -> None:
