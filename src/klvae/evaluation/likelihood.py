@@ -39,7 +39,8 @@ def batched_terms(model, x: torch.Tensor, iwae_k: int, batch_size: int | None = 
         raise KlvaeError(f"batch_size must be a positive integer; got {batch_size}")
     model.eval()
     device = next(model.parameters()).device
-    outputs = getattr(model, "output_elements", math.prod(x.shape[1:]))  # a sequence model: tokens x vocabulary
+    sized = getattr(model, "output_elements", None)  # a sequence model: its tokens x the vocabulary
+    outputs = sized(x) if sized is not None else math.prod(x.shape[1:])
     if getattr(model, "latent_dim", None) == 0:  # no z: every importance weight is p(x) itself
         iwae_k = 1
     batch, chunk = plan_batches(len(x), outputs, iwae_k, batch_size)

@@ -155,7 +155,7 @@ class SeqVAE(VAE):
         self.learned_prior = (ClassGaussianPrior(self.num_classes, spec.latent_dim) if spec.conditional_prior
                               else PRIORS.build(spec.prior, spec, self))
 
-    @property
-    def output_elements(self) -> int:
-        """Decoder outputs per sample (tokens x vocabulary): what sizes the evaluation's batches."""
-        return self.event_shape[0] * self.spec.vocab_size
+    def output_elements(self, x: torch.Tensor) -> int:
+        """Decoder outputs per sample of rows x (their mean tokens x the vocabulary; padding is
+        never computed): what sizes the evaluation's batches."""
+        return max(1, int(lengths_of(x).float().mean().ceil())) * self.spec.vocab_size
