@@ -202,6 +202,6 @@ def write_texts(run: RunDir, model, x: torch.Tensor, seed: int, labels: torch.Te
     atomic_write(run.file("samples.txt"), "\n".join(codec.decode(sample(model, TEXT_SAMPLES, seed))) + "\n")
     pairs = zip(codec.decode(x), codec.decode(reconstruct(model, x, y)))
     atomic_write(run.file("reconstructions.txt"), "".join(f"{a}\n  -> {b}\n" for a, b in pairs))
-    ends = y[:2] if y is not None else None
-    path = interpolate(model, x[0], x[1], 8, condition=ends)
-    atomic_write(run.file("interpolation.txt"), "\n".join(codec.decode(path)) + "\n")
+    if len(x) >= 2:
+        path = interpolate(model, x[0], x[1], 8, condition=y[:2] if y is not None else None)
+        atomic_write(run.file("interpolation.txt"), "\n".join(codec.decode(path)) + "\n")

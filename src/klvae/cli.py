@@ -12,7 +12,7 @@ import warnings
 from klvae.cli_parsers import (
     evaluate_parser, picture_parsers, plugin_option, run_parsers, sample_parser, score_parser, train_parser,
 )
-from klvae.errors import KlvaeError
+from klvae.errors import KlvaeError, KlvaeWarning
 
 
 
@@ -278,10 +278,9 @@ def cmd_models(args: argparse.Namespace) -> None:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
-    """klvae's own warnings (e.g. posterior collapse) as one line on stderr; others as Python shows them."""
-    from klvae.diagnostics import CollapseWarning
-
-    if issubclass(category, CollapseWarning):
+    """klvae's own warnings (posterior collapse, data left out) as one line on stderr; others as Python
+    shows them."""
+    if issubclass(category, KlvaeWarning):
         print(f"klvae: warning: {message}", file=sys.stderr)
     else:
         _default(message, category, filename, lineno, file, line)

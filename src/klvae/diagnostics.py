@@ -7,6 +7,8 @@ import math
 import torch
 from torch.distributions import Distribution, Independent, Normal
 
+from klvae.errors import KlvaeWarning
+
 ACTIVE_THRESHOLD = 0.01  # Burda et al. 2015: unit i is active when Cov_x(E_q[z_i]) > 0.01
 
 
@@ -87,7 +89,7 @@ def mutual_information(model, x: torch.Tensor, chunk: int = 256,
     return float(mi), float(agg_kl)
 
 
-class CollapseWarning(UserWarning):
+class CollapseWarning(KlvaeWarning):
     """The posterior has collapsed onto the prior (see :func:`collapse_verdict`)."""
 
 

@@ -1,4 +1,4 @@
-"""The library's one user-facing exception type."""
+"""The library's user-facing exception type and its warnings' base class."""
 
 
 class KlvaeError(ValueError):
@@ -6,3 +6,8 @@ class KlvaeError(ValueError):
 
     The CLI prints it without a traceback and exits with code 2.
     """
+
+
+class KlvaeWarning(UserWarning):
+    """Something the user should know that does not stop the work (data left out, a collapsed
+    posterior); the CLI prints it as one line."""

@@ -19,7 +19,7 @@ from klvae.data import corpora
 from klvae.data.dataset import Dataset
 from klvae.data.splits import TEST_SEED, holdout, split_count
 from klvae.data.text import EOS, TOKENIZERS, Vocabulary, encode_texts
-from klvae.errors import KlvaeError
+from klvae.errors import KlvaeError, KlvaeWarning
 from klvae.registry import did_you_mean
 
 
@@ -137,20 +137,23 @@ def load_tokens(source: TextSource, data_dir: Path, options: TextOptions, val_fr
     labels = {"train": splits.train_labels, "val": splits.val_labels, "test": splits.test_labels}
     if options.train_limit and len(texts["train"]) > options.train_limit:
         texts["train"], labels["train"] = texts["train"][:options.train_limit], _head(labels["train"], options.train_limit)
+    if TOKENIZERS[tokenizer].get("molecules") and not source.checked:
+        texts, labels = _valid_molecules(texts, labels, source.name)
     if texts["test"] is None:  # a user's file: a fixed test split, as for arrays (never the run's seed)
         texts, labels = _carve(texts, labels, "test", TEST_FRACTION, TEST_SEED)
     if texts["val"] is None:
         texts, labels = _carve(texts, labels, "val", val_fraction, seed)
-    vocab = vocab or Vocabulary.build([split(t) for t in texts["train"]], max_size=options.vocab_size)
+    vocab = vocab or Vocabulary.build(_accepted(split, texts["train"]), max_size=options.vocab_size)
     names = sorted({lab for part in labels.values() if part for lab in part})
-    if TOKENIZERS[tokenizer].get("molecules") and not source.checked:
-        texts, labels = _valid_molecules(texts, labels, source.name)
     rows, kept_labels, kept_texts, dropped, refusal = {}, {}, {}, 0, None
     for k in ("train", "val", "test"):
         enc = encode_texts(texts[k], TOKENIZERS[tokenizer].builder, vocab, options.max_length)
         refusal = refusal or enc.refusal
         if len(enc.kept) == 0:
-            raise KlvaeError(f"no {k} text of {source.name} fits max_length {options.max_length}; raise --max-length")
+            why = (f"the {tokenizer} tokenizer refused them ({enc.refusal}); pick another --tokenizer" if enc.refusal
+                   else f"none fits max_length {options.max_length}; raise --max-length" if texts[k]
+                   else "it holds none (see the warnings above); check the data")
+            raise KlvaeError(f"no {k} text of {source.name} is left: {why}")
         rows[k] = _pad(enc.ids, options.max_length + 1)  # the tokens and <eos>
         kept = enc.kept.tolist()
         kept_texts[k] = [texts[k][i] for i in kept]
@@ -160,7 +163,8 @@ def load_tokens(source: TextSource, data_dir: Path, options: TextOptions, val_fr
         total = sum(len(t) for t in texts.values())
         first = f"; the first refused: {refusal}" if refusal else ""
         warnings.warn(f"{source.name}: left out {dropped} of {total} texts (empty, longer than max_length "
-                      f"{options.max_length} tokens, or refused by the {tokenizer} tokenizer){first}", stacklevel=2)
+                      f"{options.max_length} tokens, or refused by the {tokenizer} tokenizer){first}", KlvaeWarning,
+                      stacklevel=2)
     extra = {name: list(v) for name, v in getattr(splits, "extra", {}).items()}
     return TokenDataset(name=source.name, train=rows["train"], val=rows["val"], test=rows["test"],
                         train_labels=kept_labels["train"], val_labels=kept_labels["val"],
@@ -178,14 +182,25 @@ def _valid_molecules(texts: dict, labels: dict, name: str) -> tuple[dict, dict]:
     RDLogger.DisableLog("rdApp.*")
     bad = 0
     for k, part in texts.items():
+        if part is None:
+            continue
         ok = [Chem.MolFromSmiles(t) is not None for t in part]
         bad += ok.count(False)
         texts = {**texts, k: [t for t, good in zip(part, ok) if good]}
         if labels[k]:
             labels = {**labels, k: [lab for lab, good in zip(labels[k], ok) if good]}
     if bad:
-        warnings.warn(f"{name}: left out {bad} SMILES that RDKit cannot parse", stacklevel=3)
+        warnings.warn(f"{name}: left out {bad} SMILES that RDKit cannot parse", KlvaeWarning, stacklevel=3)
     return texts, labels
+
+
+def _accepted(split, texts: list[str]):
+    """The token lists of the texts the tokenizer accepts (the others are counted when encoded)."""
+    for text in texts:
+        try:
+            yield split(text)
+        except KlvaeError:
+            continue
 
 
 def _head(labels, n):
