@@ -153,8 +153,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
         from klvae.evaluation.sample_quality import classifier_data
 
         classifier_data(config.data.name)  # data without a classifier: the error comes before any work
-    label = int(args.label) if args.label is not None and args.label.lstrip("-").isdigit() else args.label
-    x = sample(args.run, args.n, args.seed, args.source, args.components, label, args.data_dir,
+    x = sample(args.run, args.n, args.seed, args.source, args.components, args.label, args.data_dir,
                decoding=args.decoding)
     out = show(args.run, x, args.out, lambda path: save_grid(path, x)) if args.out or not args.quality else None
     if not args.quality:

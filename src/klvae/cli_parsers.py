@@ -148,6 +148,15 @@ def _decoding(p) -> None:
                    "read out; " + "; ".join(f"{k}: {v}" for k, v in DECODINGS.items()) + "; mean: greedy (default)")
 
 
+def _outputs(p, pictures: str) -> None:
+    """The split, --out and --decoding of a command that draws pictures or, for a text run, texts."""
+    _split(p)
+    p.add_argument("--out", default=None, metavar="PNG", help=f"write {pictures} here (a text run: a .txt file, or "
+                                                              "print the texts without --out)")
+    _decoding(p)
+    _common(p, seed=False, json=False)
+
+
 def picture_parsers(sub) -> None:
     p = sub.add_parser("interpolate", help="morph data point A into B through latent space")
     _run(p)
@@ -156,20 +165,12 @@ def picture_parsers(sub) -> None:
     p.add_argument("--steps", type=int, default=10, help="pictures along the path, ends included (default: 10)")
     p.add_argument("--slerp", action="store_true", help="spherical instead of linear (a latent's own geometry "
                                                         "decides on the sphere and the torus)")
-    _split(p)
-    p.add_argument("--out", default=None, metavar="PNG", help="write the row of pictures here (a text run: a .txt "
-                                                              "file, or print the texts without --out)")
-    _decoding(p)
-    _common(p, seed=False, json=False)
+    _outputs(p, "the row of pictures")
 
     p = sub.add_parser("reconstruct", help="inputs above, reconstructions below")
     _run(p)
     p.add_argument("-n", type=int, default=16, help="data points from the start of the split (default: 16)")
-    _split(p)
-    p.add_argument("--out", default=None, metavar="PNG", help="write the grid here (a text run: a .txt file, or print "
-                                                              "the texts without --out)")
-    _decoding(p)
-    _common(p, seed=False, json=False)
+    _outputs(p, "the grid")
 
     p = sub.add_parser("traverse", help="latent traversals: one row per dimension, sorted by KL")
     _run(p)

@@ -67,8 +67,12 @@ def sample(run_dir: str | Path, n: int = 64, seed: int = 0, source: str = "prior
     a class index or name (e.g. noun); :func:`texts` reads them."""
     run = RunDir.open(run_dir)
     model = _model(run, model)
+    label = _index_or_text(label) if label is not None else None
     if isinstance(label, str):
-        label = run.vocabulary().label(label) if run.vocabulary() else int(label)
+        codec = run.vocabulary()
+        if codec is None:
+            raise KlvaeError(f"--class must be a class index for a run on arrays; got {label!r}")
+        label = codec.label(label)
     check_class(model, run_dir, label)
     entry = SAMPLERS[source]
     latent = None
@@ -88,21 +92,21 @@ def interpolate(run_dir: str | Path, a: int | str, b: int | str, steps: int = 10
     """Decoder means along the latent path from data point a to b of a split: (steps, *event).
     A text run also takes a and b as texts (the homotopy between two sentences of Bowman et al.)."""
     model, x, y = run_data(run_dir, split, data_dir, model)
+    a, b = _index_or_text(a), _index_or_text(b)
+    if y is not None and not (isinstance(a, int) and isinstance(b, int)):
+        raise KlvaeError("a conditional run interpolates between data points (--a, --b as indices): texts carry no label")
     ends = []
     for name, i in (("a", a), ("b", b)):
-        if isinstance(i, str) and not i.lstrip("-").isdigit():
+        if isinstance(i, str):
             codec = RunDir.open(run_dir).vocabulary()
             if codec is None:
                 raise KlvaeError(f"--{name} must be a data point's index in a run on arrays; got {i!r}")
             ends.append(codec.encode([i], x.shape[1])[0])
-            continue
-        i = int(i)
-        if not 0 <= i < len(x):
+        elif not 0 <= i < len(x):
             raise KlvaeError(f"--{name} {i} is out of range; the {split} split has {len(x)} points (0..{len(x) - 1})")
-        ends.append(x[i])
-    if y is not None and not all(isinstance(i, int) or str(i).lstrip("-").isdigit() for i in (a, b)):
-        raise KlvaeError("a conditional run interpolates between data points (--a, --b as indices): texts carry no label")
-    labels = y[[int(a), int(b)]] if y is not None else None
+        else:
+            ends.append(x[i])
+    labels = y[[a, b]] if y is not None else None
     return interpolate_model(model, ends[0], ends[1], steps, spherical=spherical, condition=labels, decoding=decoding)
 
 
@@ -157,6 +161,11 @@ def compare(runs: list[str | Path], out: str | Path = "compare.png") -> tuple[li
     from klvae.report.compare import compare_runs, save_compare_plot
 
     return compare_runs(runs), save_compare_plot(out, runs)
+
+
+def _index_or_text(value: int | str) -> int | str:
+    """A data point's index given as an int or a string of digits, else the text itself."""
+    return int(value) if isinstance(value, int) or str(value).lstrip("-").isdigit() else value
 
 
 def molecules(run_dir: str | Path, n: int = 30_000, seed: int = 0, source: str = "prior", reference_size: int = 10_000,

@@ -165,7 +165,7 @@ def load_tokens(source: TextSource, data_dir: Path, options: TextOptions, val_fr
         warnings.warn(f"{source.name}: left out {dropped} of {total} texts (empty, longer than max_length "
                       f"{options.max_length} tokens, or refused by the {tokenizer} tokenizer){first}", KlvaeWarning,
                       stacklevel=2)
-    extra = {name: list(v) for name, v in getattr(splits, "extra", {}).items()}
+    extra = {name: list(v) for name, v in splits.extra.items()}
     return TokenDataset(name=source.name, train=rows["train"], val=rows["val"], test=rows["test"],
                         train_labels=kept_labels["train"], val_labels=kept_labels["val"],
                         test_labels=kept_labels["test"], binarize="none", binary=False,
