@@ -227,14 +227,16 @@ def cmd_disentanglement(args: argparse.Namespace) -> None:
 def cmd_molecules(args: argparse.Namespace) -> None:
     from klvae.api import molecules
 
-    r = molecules(args.run, args.n, args.seed, args.source, args.reference_size, args.jobs, args.data_dir)
+    r = molecules(args.run, args.n, args.seed, args.source, args.reference_size, args.jobs, args.data_dir,
+                  label=args.label)
     if args.json:
         print(json.dumps(r))
         return
     sizes = ", ".join(f"{k} {v}" for k, v in r["reference_size"].items())
-    print(f"{args.run}: MOSES metrics of {r['n']} SMILES from the {r['source']} (references: {sizes})")
+    of_class = f" of class {r['class']}" if r["class"] is not None else ""
+    print(f"{args.run}: MOSES metrics of {r['n']} SMILES{of_class} from the {r['source']} (references: {sizes})")
     for key, value in r.items():
-        if key not in ("n", "source", "seed", "reference_size"):
+        if key not in ("n", "source", "seed", "class", "reference_size"):
             print(f"  {key:14s} {value:8.4f}")
 
 

@@ -199,6 +199,9 @@ def run_parsers(sub) -> None:
                    help="test and scaffold-test molecules compared against, drawn with --seed; 0: all (MOSES's "
                         "protocol; ChemNet then takes minutes) (default: 10000)")
     p.add_argument("--jobs", type=int, default=1, help="processes that run RDKit (default: 1)")
+    p.add_argument("--class", dest="label", default=None, metavar="C",
+                   help="a conditional run: sample molecules of class C (an index or a name such as logp-q3); the "
+                        "result adds the share of valid samples whose property lies in C's bin")
     _common(p)
 
     p = sub.add_parser("report", help="write report.html of a run")

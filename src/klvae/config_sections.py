@@ -9,6 +9,7 @@ from typing import Any
 from klvae import checks
 from klvae.checks import doc
 from klvae.data import Dataset, load_dataset
+from klvae.data.properties import PROPERTIES
 from klvae.data.text import SPECIALS, TOKENIZERS
 from klvae.data.tokens import TextOptions
 from klvae.errors import KlvaeError
@@ -43,6 +44,10 @@ class DataConfig:
     text_column: str | None = field(default=None, metadata=doc(
         "a CSV of texts: its text column; unset: the one named text, sentence or smiles"))
     label_column: str | None = field(default=None, metadata=doc("a CSV of texts: its label column, if any"))
+    label_from: str = field(default="none", metadata=doc(
+        "molecules: label each by the quantile bin (on train) of a property computed with RDKit, for --condition "
+        "label", registry=PROPERTIES, extra=("none",)))
+    label_bins: int = field(default=3, metadata=doc("--label-from: the number of bins of equal share"))
 
     def __post_init__(self) -> None:
         checks.declared_choices(self)
@@ -52,6 +57,8 @@ class DataConfig:
         checks.boolean(self, "download")
         checks.int_list(self, "exclude_labels", "class labels like [3]", allow_empty=True, least=-2**62)
         checks.positive_int(self, "vocab_size", "max_length")
+        if not isinstance(self.label_bins, int) or isinstance(self.label_bins, bool) or self.label_bins < 2:
+            raise KlvaeError(f"label_bins must be an integer of at least 2; got {self.label_bins!r}")
         checks.non_negative_int(self, "train_limit")
         if self.vocab_size < len(SPECIALS) + 1:
             raise KlvaeError(f"vocab_size must leave room for a token beside the {len(SPECIALS)} specials; got "
@@ -61,7 +68,7 @@ class DataConfig:
         """The data set these options describe (``data_dir`` overrides theirs; ``vocab``: a trained
         run's vocabulary for text data)."""
         options = TextOptions(self.tokenizer, self.vocab_size, self.max_length, self.train_limit, self.text_column,
-                              self.label_column)
+                              self.label_column, self.label_from, self.label_bins)
         return load_dataset(self.name, data_dir or self.data_dir, self.binarize, self.val_fraction, seed,
                             download=self.download, text_options=options, vocab=vocab)
 

@@ -20,6 +20,7 @@ import yaml
 from safetensors.torch import load_file, save
 
 from klvae.config import TrainConfig
+from klvae.data.properties import PropertyBins
 from klvae.data.text import TOKENIZERS, Vocabulary
 from klvae.data.tokens import Vocab
 from klvae.errors import KlvaeError
@@ -133,8 +134,9 @@ class RunDir:
 
     def save_vocabulary(self, codec: Vocab) -> None:
         """vocab.json: what turns texts into the model's token rows and back."""
+        bins = {"label_bins": {"property": codec.bins.name, "edges": list(codec.bins.edges)}} if codec.bins else {}
         atomic_write(self.file(VOCAB), json.dumps({"tokenizer": codec.tokenizer, "vocabulary": codec.vocabulary.to_dict(),
-                                                   "label_names": list(codec.label_names)}, indent=1))
+                                                   "label_names": list(codec.label_names), **bins}, indent=1))
 
     def vocabulary(self) -> Vocab | None:
         """The run's tokenizer, vocabulary and label names (None for a run on arrays)."""
@@ -144,6 +146,8 @@ class RunDir:
             stored = json.loads(self.file(VOCAB).read_text())
             vocab = Vocabulary.from_dict(stored["vocabulary"])
             tokenizer, names = str(stored["tokenizer"]), [str(n) for n in stored["label_names"]]
+            bins = stored.get("label_bins")
+            bins = bins and PropertyBins(str(bins["property"]), tuple(float(e) for e in bins["edges"]))
         except KlvaeError as err:
             raise KlvaeError(f"{self.file(VOCAB)} is damaged ({err}); retrain the run") from None
         except (ValueError, KeyError, TypeError) as err:
@@ -151,7 +155,7 @@ class RunDir:
         if tokenizer not in TOKENIZERS:
             raise KlvaeError(f"{self.file(VOCAB)} names tokenizer {tokenizer!r}, which is not registered; load the "
                              "plugin that adds it (--plugin)")
-        return Vocab(vocab, tokenizer, names)
+        return Vocab(vocab, tokenizer, names, bins or None)
 
     def save_model(self, model: torch.nn.Module, spec) -> None:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from klvae.data.text import TOKENIZERS
@@ -169,11 +170,14 @@ def _index_or_text(value: int | str) -> int | str:
 
 
 def molecules(run_dir: str | Path, n: int = 30_000, seed: int = 0, source: str = "prior", reference_size: int = 10_000,
-              n_jobs: int = 1, data_dir: str | None = None, model=None) -> dict:
+              n_jobs: int = 1, data_dir: str | None = None, model=None, label: int | str | None = None) -> dict:
     """The MOSES metrics of ``n`` SMILES sampled (ancestral decoding) from a run trained on SMILES,
     against its test split and, when the data set has one, its scaffold test split (each
     subsampled to ``reference_size``, seeded; 0: whole); novelty against the run's training
-    SMILES. Written to molecules.json in the run."""
+    SMILES. ``label``: a conditional run's class (e.g. logp-q3); when the classes are bins of a
+    property, the result adds the property's mean over the valid samples and the share of them
+    in the class's bin. Written to molecules.json in the run."""
+    from klvae.data.properties import property_values
     from klvae.evaluation.molecules import moses_metrics
 
     run = RunDir.open(run_dir)
@@ -183,18 +187,28 @@ def molecules(run_dir: str | Path, n: int = 30_000, seed: int = 0, source: str =
                          "metrics score molecules")
     if n < 2 or reference_size < 0:
         raise KlvaeError(f"-n must be at least 2 and --reference-size at least 0; got {n}, {reference_size}")
+    wanted = None if label is None else _index_or_text(label)
+    wanted = codec.label(wanted) if isinstance(wanted, str) else wanted
     config = run.config()
     data = config.data.load(config.trainer.seed, data_dir, codec.vocabulary)
-    rows = sample(run_dir, n, seed, source, model=model, data_dir=data_dir, decoding="sample")
+    rows = sample(run_dir, n, seed, source, label=wanted, model=model, data_dir=data_dir, decoding="sample")
     refs = {name: _subsample(data.texts[name], reference_size, seed) for name in ("test", "test_scaffolds")
             if name in data.texts}
-    metrics = moses_metrics(codec.decode(rows), set(data.texts["train"]), refs["test"],
+    smiles = codec.decode(rows)
+    metrics = moses_metrics(smiles, set(data.texts["train"]), refs["test"],
                             refs.get("test_scaffolds", refs["test"]), n_jobs)
     if "test_scaffolds" not in refs:  # no scaffold split: the /TestSF columns would repeat /Test
         metrics = {k: v for k, v in metrics.items() if not k.endswith("/TestSF")}
-    result = {"n": n, "source": source, "seed": seed, "reference_size": {k: len(v) for k, v in refs.items()},
-              **metrics}
-    run.save_result("molecules", result)
+    if codec.bins is not None:
+        values = property_values(codec.bins.name, smiles)
+        valid = values[np.isfinite(values)]
+        metrics[f"{codec.bins.name}_mean"] = float(valid.mean()) if len(valid) else float("nan")
+        if wanted is not None:
+            metrics["in_class"] = float((codec.bins.classes(valid) == wanted).mean()) if len(valid) else float("nan")
+    result = {"n": n, "source": source, "seed": seed,
+              "class": None if wanted is None else (codec.label_names[wanted] if codec.label_names else wanted),
+              "reference_size": {k: len(v) for k, v in refs.items()}, **metrics}
+    run.save_result("molecules" if wanted is None else f"molecules_class{wanted}", result)
     return result
 
 

@@ -17,6 +17,7 @@ import torch
 
 from klvae.data import corpora
 from klvae.data.dataset import Dataset
+from klvae.data.properties import PropertyBins, property_values
 from klvae.data.splits import TEST_SEED, holdout, split_count
 from klvae.data.text import EOS, TOKENIZERS, Vocabulary, encode_texts
 from klvae.errors import KlvaeError, KlvaeWarning
@@ -29,8 +30,9 @@ TEST_FRACTION = 0.1  # of a user's texts, held out as test with TEST_SEED (as fo
 @dataclass(frozen=True)
 class TextOptions:
     """How texts become token rows: the tokenizer (auto: the corpus's own), the vocabulary cap,
-    the longest text kept (in tokens; its row adds <eos>), a cap on the training texts (0: all) and, for a CSV,
-    its text and label columns."""
+    the longest text kept (in tokens; its row adds <eos>), a cap on the training texts (0: all), for a CSV
+    its text and label columns, and for molecules a property (``PROPERTIES``) whose quantile bins
+    become the labels."""
 
     tokenizer: str = "auto"
     vocab_size: int = 10_000
@@ -38,6 +40,8 @@ class TextOptions:
     train_limit: int = 0
     text_column: str | None = None
     label_column: str | None = None
+    label_from: str = "none"
+    label_bins: int = 3
 
 
 @dataclass(frozen=True)
@@ -55,11 +59,13 @@ class TextSource:
 
 @dataclass(frozen=True)
 class Vocab:
-    """A text run's vocabulary with its tokenizer and label names: texts to rows and back."""
+    """A text run's vocabulary with its tokenizer and label names (and, when the labels are bins
+    of a property, the bins): texts to rows and back."""
 
     vocabulary: Vocabulary
     tokenizer: str
     label_names: list[str]
+    bins: PropertyBins | None = None
 
     def encode(self, texts: list[str], width: int) -> torch.Tensor:
         """Token rows (N, width) of texts (tokens, <eos>, padding); a text too long for the
@@ -111,19 +117,21 @@ def file_source(path: str) -> TextSource | None:
         return TextSource(str(p), "Penn Treebank files", lambda d, o: corpora.read_ptb(p), "whitespace")
     if p.suffix.lower() == ".txt":
         return TextSource(str(p), "text file", lambda d, o: corpora.read_lines(p), "word")
-    if p.suffix.lower() == ".csv" and _has_text_column(p):
+    columns = _text_columns(p) if p.suffix.lower() == ".csv" else set()
+    if columns:
         return TextSource(str(p), "CSV of texts", lambda d, o: corpora.read_csv(p, o.text_column, o.label_column),
-                          "word")
+                          "smiles" if columns == {"smiles"} else "word")
     return None
 
 
-def _has_text_column(path: Path) -> bool:
+def _text_columns(path: Path) -> set[str]:
+    """The columns of a CSV named text, sentence or smiles (a SMILES column alone: molecules)."""
     try:
         with path.open(encoding="utf-8") as fh:
             header = fh.readline().strip().lower().split(",")
     except (OSError, UnicodeDecodeError):
-        return False
-    return any(c.strip().strip('"') in ("text", "sentence", "smiles") for c in header)
+        return set()
+    return {c.strip().strip('"') for c in header} & {"text", "sentence", "smiles"}
 
 
 def load_tokens(source: TextSource, data_dir: Path, options: TextOptions, val_fraction: float, seed: int,
@@ -143,8 +151,11 @@ def load_tokens(source: TextSource, data_dir: Path, options: TextOptions, val_fr
         texts, labels = _carve(texts, labels, "test", TEST_FRACTION, TEST_SEED)
     if texts["val"] is None:
         texts, labels = _carve(texts, labels, "val", val_fraction, seed)
+    bins = None
+    if options.label_from != "none":
+        labels, bins = _property_labels(texts, options, tokenizer, source.name)
     vocab = vocab or Vocabulary.build(_accepted(split, texts["train"]), max_size=options.vocab_size)
-    names = sorted({lab for part in labels.values() if part for lab in part})
+    names = bins.names if bins else sorted({lab for part in labels.values() if part for lab in part})
     rows, kept_labels, kept_texts, dropped, refusal = {}, {}, {}, 0, None
     for k in ("train", "val", "test"):
         enc = encode_texts(texts[k], TOKENIZERS[tokenizer].builder, vocab, options.max_length)
@@ -169,7 +180,7 @@ def load_tokens(source: TextSource, data_dir: Path, options: TextOptions, val_fr
     return TokenDataset(name=source.name, train=rows["train"], val=rows["val"], test=rows["test"],
                         train_labels=kept_labels["train"], val_labels=kept_labels["val"],
                         test_labels=kept_labels["test"], binarize="none", binary=False,
-                        codec=Vocab(vocab, tokenizer, names), texts={**kept_texts, **extra}, dropped=dropped)
+                        codec=Vocab(vocab, tokenizer, names, bins), texts={**kept_texts, **extra}, dropped=dropped)
 
 
 def _valid_molecules(texts: dict, labels: dict, name: str) -> tuple[dict, dict]:
@@ -192,6 +203,23 @@ def _valid_molecules(texts: dict, labels: dict, name: str) -> tuple[dict, dict]:
     if bad:
         warnings.warn(f"{name}: left out {bad} SMILES that RDKit cannot parse", KlvaeWarning, stacklevel=3)
     return texts, labels
+
+
+def _property_labels(texts: dict, options: TextOptions, tokenizer: str, name: str) -> tuple[dict, PropertyBins]:
+    """Each molecule's class: the quantile bin (on train) of its property ``options.label_from``."""
+    if not TOKENIZERS[tokenizer].get("molecules"):
+        raise KlvaeError(f"--label-from {options.label_from} computes a property of molecules; {name} is read with "
+                         f"the {tokenizer} tokenizer (use --tokenizer smiles, or --label-column for a CSV's labels)")
+    if options.label_column:
+        raise KlvaeError("--label-from and --label-column both give the labels; keep one")
+    values = {k: property_values(options.label_from, part) for k, part in texts.items()}
+    bins = PropertyBins.fit(options.label_from, values["train"], options.label_bins)
+    classes = {k: bins.classes(v) for k, v in values.items()}
+    bad = sum(int((c < 0).sum()) for c in classes.values())
+    if bad:
+        raise KlvaeError(f"RDKit cannot parse {bad} SMILES of {name}, so they have no {options.label_from}; "
+                         "check the file")
+    return {k: [bins.names[i] for i in c.tolist()] for k, c in classes.items()}, bins
 
 
 def _accepted(split, texts: list[str]):

@@ -147,7 +147,8 @@ def evaluation_sections(run: RunDir) -> list[str]:
         result |= {f"baseline.{k}": v for k, v in base.items() if k in ("nll_iwae", "nll_iwae_se", "ppl")}
         parts += [f"<h2>Evaluation ({html.escape(name[5:])} split)</h2>", _table(result)]
     for name, result in run.results("molecules", command="molecules").items():
-        parts += ["<h2>MOSES metrics of sampled molecules</h2>", _table(result)]
+        of_class = f" of class {html.escape(str(result['class']))}" if result.get("class") is not None else ""
+        parts += [f"<h2>MOSES metrics of sampled molecules{of_class}</h2>", _table(result)]
     return parts
 
 
