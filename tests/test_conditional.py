@@ -200,10 +200,11 @@ def test_score_uses_the_labels_of_a_conditional_run(run):
 
 
 @pytest.mark.parametrize("argv", [
-    ("sample", "-n", 16, "--class", 7), ("sample", "-n", 10), ("sample", "-n", 9, "--class", 2, "--from", "aggregate"),
+    ("sample", "-n", 16, "--class", 7), ("sample", "-n", 10), ("sample", "-n", 9, "--class", 2, "--from", "gmm"),
     ("reconstruct", "-n", 4), ("interpolate", "--a", 0, "--b", 5, "--steps", 4), ("traverse", "--steps", 3),
 ], ids=lambda a: " ".join(map(str, a)))
-def test_picture_commands_run_on_a_conditional_run(run, tmp_path, argv):
+def test_picture_commands_run_on_a_conditional_run(fitted_gmm, tmp_path, argv):
+    run = fitted_gmm
     result = cli(argv[0], run, *argv[1:], "--out", tmp_path / "p.png")
     assert result.rc == 0, result.err
     assert read_png(tmp_path / "p.png").shape[0] > 0
@@ -260,8 +261,18 @@ def test_sample_of_a_class_from_a_run_without_a_condition_exits_2(tmp_path):
     assert_user_error(cli("sample", out, "--class", 3, "--out", tmp_path / "s.png"), "--class", "--condition label")
 
 
-def test_aggregate_sampling_of_a_conditional_run_needs_a_class(run, tmp_path):
-    assert_user_error(cli("sample", run, "--from", "aggregate", "--out", tmp_path / "s.png"), "--class")
+@pytest.fixture(scope="module")
+def fitted_gmm(run) -> Path:
+    """The conditional run with a gmm sampler: one mixture per class."""
+    result = cli("fit-sampler", run, "--sampler", "gmm", "--components", 3, "--json")
+    assert result.rc == 0, result.err
+    report = json.loads(result.out)
+    assert report["n_train"] > 0 and math.isfinite(report["nll_test"]) and "kl_aggregate" not in report
+    return run
+
+
+def test_a_fitted_sampler_of_a_conditional_run_needs_a_class(fitted_gmm, tmp_path):
+    assert_user_error(cli("sample", fitted_gmm, "--from", "gmm", "--out", tmp_path / "s.png"), "--class")
 
 
 def test_a_conditional_model_without_labels_is_an_error_naming_them(run, test_data):

@@ -130,6 +130,7 @@ def test_a_plugin_model_with_its_own_option_and_a_plugin_sampler_work_from_the_c
     assert trained.rc == 0, trained.err
     assert json.loads((run / "model.json").read_text())["input_dropout"] == 0.3
     assert type(klvae.load(run)).__name__ == "DropoutVAE"
+    assert cli("fit-sampler", run, "--sampler", "gaussian-fit", *args).rc == 0
     assert cli("sample", run, "--from", "gaussian-fit", "-n", "4", "--out", tmp_path / "s.png", *args).rc == 0
     wrong = cli("train", *args, "--data", "digits", "--input-dropout", "0.3", "--out", tmp_path / "r2")
     assert wrong.rc == 2 and "input_dropout is an option of --model vae-dropout" in wrong.err

@@ -24,11 +24,11 @@ from klvae.priors import PRIORS
 from klvae.run import BASELINE, CONFIG, RunDir, load
 from klvae.training import VAETask, build_trainer, loader
 from klvae.verbs import (
-    compare, disentanglement, interpolate, molecules, reconstruct, report, sample, texts, traverse,
+    compare, disentanglement, fit_sampler, interpolate, molecules, reconstruct, report, sample, texts, traverse,
 )
 
-__all__ = ["compare", "disentanglement", "evaluate", "fit", "interpolate", "load", "molecules", "reconstruct", "report",
-           "sample", "score", "texts", "train_config", "traverse"]
+__all__ = ["compare", "disentanglement", "evaluate", "fit", "fit_sampler", "interpolate", "load", "molecules",
+           "reconstruct", "report", "sample", "score", "texts", "train_config", "traverse"]
 
 
 def as_config(config: TrainConfig | dict[str, Any] | str | Path) -> TrainConfig:

@@ -10,7 +10,8 @@ import textwrap
 import warnings
 
 from klvae.cli_parsers import (
-    evaluate_parser, picture_parsers, plugin_option, run_parsers, sample_parser, score_parser, train_parser,
+    evaluate_parser, fit_sampler_parser, picture_parsers, plugin_option, run_parsers, sample_parser, score_parser,
+    train_parser,
 )
 from klvae.errors import KlvaeError, KlvaeWarning
 
@@ -40,6 +41,7 @@ def build_parser() -> Parser:
     evaluate_parser(sub)
     score_parser(sub)
     sample_parser(sub)
+    fit_sampler_parser(sub)
     picture_parsers(sub)
     run_parsers(sub)
     sub.add_parser("datasets", help="the datasets klvae can load")
@@ -140,6 +142,24 @@ def show(run: str, rows, out: str | None, write_png) -> str | None:
     return str(atomic_write(out, "\n".join(lines) + "\n"))
 
 
+def cmd_fit_sampler(args: argparse.Namespace) -> None:
+    from klvae.api import fit_sampler
+    from klvae.samplers import sampler_options
+
+    options = {k: getattr(args, k) for k in sampler_options() if hasattr(args, k)}
+    r = fit_sampler(args.run, args.sampler, args.name, args.data_dir, **options)
+    if args.json:
+        print(json.dumps(r))
+        return
+    bound = "" if r["exact"] else " (a bound)"
+    print(f"{args.run}: fitted {r['sampler']} to {r['n_train']} {r['codes']} codes in {r['fit_seconds']:.1f} s, "
+          f"kept as samplers/{r['name']}; 10,000 draws take {r['sample_seconds_10k']:.2f} s")
+    print(f"  NLL of the test codes{bound}  {r['nll_test']:9.3f} nats (the prior's: {r['prior_nll_test']:.3f}); train "
+          f"{r['nll_train']:.3f}")
+    if "kl_aggregate" in r:
+        print(f"  KL(q(z) || sampler){bound}  {r['kl_aggregate']:9.3f} nats (the prior's: {r['prior_kl_aggregate']:.3f})")
+
+
 def cmd_sample(args: argparse.Namespace) -> None:
     from klvae.api import sample
     from klvae.report.plots import save_grid
@@ -153,8 +173,9 @@ def cmd_sample(args: argparse.Namespace) -> None:
         from klvae.evaluation.sample_quality import classifier_data
 
         classifier_data(config.data.name)  # data without a classifier: the error comes before any work
-    x = sample(args.run, args.n, args.seed, args.source, args.components, args.label, args.data_dir,
-               decoding=args.decoding)
+    options = {k: getattr(args, k) for k in ("steps", "method") if hasattr(args, k)}
+    x = sample(args.run, args.n, args.seed, args.source, args.label, args.data_dir, decoding=args.decoding,
+               sampler_options=options)
     out = show(args.run, x, args.out, lambda path: save_grid(path, x)) if args.out or not args.quality else None
     if not args.quality:
         if out:
@@ -308,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         load_plugins(_plugin_names(argv))  # before parsing: a plugin's components are choices
         args = build_parser().parse_args(argv)
-        globals()[f"cmd_{args.command}"](args)
+        globals()[f"cmd_{args.command.replace('-', '_')}"](args)
     except KlvaeError as err:
         if debug:
             raise

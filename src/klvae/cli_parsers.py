@@ -119,7 +119,7 @@ def score_parser(sub) -> None:
 
 
 def sample_parser(sub) -> None:
-    from klvae.generation import SAMPLERS
+    from klvae.samplers import SAMPLERS
 
     p = sub.add_parser("sample", help="decoder means of draws of z: a grid (texts for a text run), and their quality")
     _run(p)
@@ -127,8 +127,12 @@ def sample_parser(sub) -> None:
     p.add_argument("--out", default=None, metavar="PNG", help="write a grid of the samples here (a text run: a .txt "
                                                               "file; without --out the texts are printed)")
     p.add_argument("--from", dest="source", default="prior", metavar="SAMPLER",
-                   help="where z comes from; choices: " + SAMPLERS.help() + " (default: prior)")
-    p.add_argument("--components", type=int, default=10, help="Gaussians of the aggregate mixture (default: 10)")
+                   help="where z comes from; choices: " + SAMPLERS.help() + "; each but the prior fitted first "
+                        "by `klvae fit-sampler`, or the --name it was kept under (default: prior)")
+    p.add_argument("--sampling-steps", dest="steps", type=int, default=argparse.SUPPRESS,
+                   help="a diffusion sampler: denoising steps (default: its fit's)")
+    p.add_argument("--sampling", dest="method", choices=("ancestral", "ddim"), default=argparse.SUPPRESS,
+                   help="a diffusion sampler: ancestral (DDPM) or DDIM steps (default: its fit's)")
     p.add_argument("--class", dest="label", default=None, metavar="C",
                    help="a conditional run (--condition label): draw from p(z|y=C) and decode with y=C; a class "
                         "index, or its name for a text run (e.g. noun)")
@@ -139,6 +143,26 @@ def sample_parser(sub) -> None:
     p.add_argument("--cache-dir", default=None,
                    help="where the quality classifier is kept (default: $KLVAE_CACHE, else ~/.cache/klvae)")
     _common(p)
+
+
+def fit_sampler_parser(sub) -> None:
+    from klvae.config_sections import default_of
+    from klvae.samplers import SAMPLERS, sampler_options
+
+    fitted = SAMPLERS.where(lambda e: e.fitted)
+    p = sub.add_parser("fit-sampler", help="fit a density to the codes of a run's training set; sample it with "
+                                           "`klvae sample --from NAME`")
+    _run(p)
+    p.add_argument("--sampler", default="gmm", help="choices: " + "; ".join(
+        f"{e.name}: {e.description}" for e in SAMPLERS.entries() if e.fitted) + " (default: gmm)")
+    p.add_argument("--name", default=None, help="keep it as RUN/samplers/NAME.* (default: the sampler's name)")
+    for key, (owners, f) in sampler_options().items():
+        owner = "" if len(owners) == len(fitted) else f"[--sampler {'/'.join(owners)}] "
+        text = f"{owner}{f.metadata.get('help', '')}{_choices(f.metadata)} (default: {default_of(f)})"
+        kind = str(f.type)
+        p.add_argument("--" + key.replace("_", "-"), dest=key, default=argparse.SUPPRESS, metavar=key.upper(),
+                       nargs="+" if kind.startswith("list[") else None, help=text.replace("%", "%%"))
+    _common(p, seed=False)
 
 
 def _decoding(p) -> None:

@@ -1,5 +1,5 @@
-"""Generation from a trained model: samples from the prior or from the aggregated posterior,
-reconstructions, latent interpolation and traversals.
+"""Generation from a trained model: samples from the prior or from a density fitted to the codes
+(klvae.samplers), reconstructions, latent interpolation and traversals.
 
 Every picture is a decoder mean E[x|z], ``model.decode(z).mean``. For the autoregressive decoder
 (klvae.autoregressive) that mean is intractable and ``.mean`` is its deterministic approximation:
@@ -11,20 +11,11 @@ labels (N,) int64, or for :func:`sample` one class for all draws.
 from __future__ import annotations
 
 import torch
-from torch.distributions import Categorical, Distribution, MixtureSameFamily, MultivariateNormal
+from torch.distributions import Distribution
 
 from klvae.errors import KlvaeError
 from klvae.models.conditional import given, one_hot
 from klvae.paths import lerp, slerp  # noqa: F401  (re-exported)
-from klvae.registry import Registry
-
-# Where ``sample`` draws z from (``--from``): an entry's builder is (model, x, labels, components, seed) ->
-# a distribution over z, or None for the model's own prior; capability ``needs_data``: it is fitted to
-# the training set's codes (x: (N, *event), labels: (N,) or None).
-SAMPLERS = Registry("sampler", "--from")
-
-AGGREGATE_COMPONENTS = 10  # Gaussians of the aggregated-posterior mixture (pythae's GMM sampler uses 10)
-
 
 def readout(p: Distribution, decoding: str = "mean") -> torch.Tensor:
     """What a decoder distribution shows: its mean, or for a sequence model a ``decoding``
@@ -44,7 +35,7 @@ def sample(model, n: int, seed: int = 0, condition: int | torch.Tensor | None = 
     The draw is reproducible from ``seed`` and leaves torch's global random state untouched.
 
     ``latent``: a distribution over z (event_shape (D,)) to draw from instead of the prior, e.g.
-    the aggregated posterior of :func:`aggregate_posterior`. ``condition`` (a conditional model):
+    a fitted sampler's (``klvae.samplers``). ``condition`` (a conditional model):
     one class for every draw, or labels (n,); z then comes from p(z|y) and is decoded with y. A
     conditional model given no condition draws the classes 0..C-1 in turn."""
     if n < 1:
@@ -72,54 +63,6 @@ def _labels(model, n: int, condition, device) -> torch.Tensor | None:
     if y.shape != (n,):
         raise KlvaeError(f"condition must be one class or {n} labels (n,); got shape {tuple(y.shape)}")
     return y
-
-
-@torch.no_grad()
-def aggregate_posterior(model, x: torch.Tensor, condition: torch.Tensor | None = None,
-                        components: int = AGGREGATE_COMPONENTS, seed: int = 0, batch_size: int = 1000
-                        ) -> MixtureSameFamily:
-    """The aggregated posterior q(z) = E_x q(z|x) as a Gaussian mixture over R^D: scikit-learn's
-    ``GaussianMixture`` (``components`` Gaussians, full covariances, k-means start seeded with
-    ``seed``) fitted to the posterior means of x: (N, *event), usually the training set (the GMM
-    sampler of pythae, after Ghosh et al. 2020). Returned as a torch ``MixtureSameFamily`` of
-    ``MultivariateNormal``: batch_shape (), event_shape (D,), on the model's device.
-
-    ``condition``: the labels (N,) of x for a conditional model; pass the points of one class to
-    get that class's aggregate q(z|y). Latents on the sphere or the torus (vmf, power-spherical,
-    von-mises) have no such mixture here: KlvaeError."""
-    from sklearn.mixture import GaussianMixture
-
-    geometry = model.family.geometry
-    if geometry == "discrete":
-        raise KlvaeError("aggregate sampling fits a Gaussian mixture to continuous posterior means, and this model "
-                         "has discrete codes; sample from its prior instead (--from prior)")
-    if geometry != "euclidean":
-        raise KlvaeError(f"aggregate sampling fits a Gaussian mixture in R^D, and latent {model.spec.latent!r} lives on "
-                         f"a {geometry}; sample from the prior instead (--from prior), or train with --latent gaussian")
-    if not isinstance(components, int) or components < 1:
-        raise KlvaeError(f"components must be a positive integer; got {components!r}")
-    if len(x) < max(components, 2):
-        raise KlvaeError(f"the aggregated posterior needs at least {max(components, 2)} data points to fit "
-                         f"{components} Gaussians; got {len(x)}; give more points or fewer components")
-    device = next(model.parameters()).device
-    points = []
-    for start in range(0, len(x), batch_size):
-        y = condition[start:start + batch_size].to(device) if condition is not None else None
-        points.append(model.family.point(model.encode(x[start:start + batch_size].to(device), **given(y))).cpu())
-    means = torch.cat(points).double().numpy()  # (N, D)
-    gmm = GaussianMixture(components, covariance_type="full", random_state=seed).fit(means)
-    scale_tril = torch.linalg.cholesky(torch.as_tensor(gmm.covariances_))  # (K, D, D), in float64 for accuracy
-    as_model = {"dtype": torch.float32, "device": device}
-    return MixtureSameFamily(Categorical(probs=torch.as_tensor(gmm.weights_).to(**as_model)),
-                             MultivariateNormal(torch.as_tensor(gmm.means_).to(**as_model),
-                                                scale_tril=scale_tril.to(**as_model)))
-
-
-SAMPLERS.register("prior", "the model's prior p(z) (p(z|y) for a conditional model)",
-                  lambda model, x, labels, components, seed: None, needs_data=False)
-SAMPLERS.register("aggregate", "a Gaussian mixture fitted to the training set's posterior means (Ghosh et al. 2020)",
-                  lambda model, x, labels, components, seed: aggregate_posterior(model, x, labels, components, seed),
-                  needs_data=True)
 
 
 @torch.no_grad()

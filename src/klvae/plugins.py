@@ -25,7 +25,7 @@ from typing import Any
 
 from klvae.data.registry import DATASETS, register_dataset
 from klvae.errors import KlvaeError
-from klvae.generation import SAMPLERS
+from klvae.samplers import SAMPLERS
 from klvae.latents import LATENTS, LatentFamily
 from klvae.likelihoods import LIKELIHOODS
 from klvae.models import MODELS
@@ -94,12 +94,11 @@ def register_model(name: str, description: str, model: type, config: type, *, ob
     return model
 
 
-def register_sampler(name: str, description: str, builder: Callable | None = None, *, needs_data: bool = True,
-                     replace: bool = False) -> Any:
-    """A sampler for ``klvae sample --from NAME``: ``builder(model, x, labels, components, seed)`` ->
-    a distribution over z (event (D,)) fitted to the training set's x (``needs_data``), or None
-    for the model's prior."""
-    return SAMPLERS.register(name, description, builder, replace=replace, needs_data=needs_data)
+def register_sampler(name: str, description: str, density: type | None = None, *, replace: bool = False) -> Any:
+    """A sampler for ``klvae fit-sampler RUN --sampler NAME`` and ``klvae sample --from NAME``:
+    ``density``, a subclass of :class:`klvae.samplers.CodeDensity` (its options: its
+    ``config_class``, a SamplerConfig subclass) fitted to the codes of a run's training set."""
+    return SAMPLERS.register(name, description, density, replace=replace, fitted=True)
 
 
 def load_plugins(modules: Iterable[str] = (), entry_points: bool = True) -> list[str]:

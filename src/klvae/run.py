@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -26,12 +27,15 @@ from klvae.data.tokens import Vocab
 from klvae.errors import KlvaeError
 from klvae.files import atomic_save, atomic_write  # noqa: F401  (re-exported: the writers of a run's files)
 from klvae.models import build_model, model_config
+from klvae.samplers import SAMPLERS
+from klvae.samplers.stored import FittedSampler
 
 CONFIG, WEIGHTS, SPEC, METRICS, STEPS = "config.yaml", "model.safetensors", "model.json", "metrics.csv", "steps.csv"
 CHECKPOINTS, LAST_CHECKPOINT, VOCAB = "checkpoints", "last.ckpt", "vocab.json"
+SAMPLERS_DIR = "samplers"  # fitted samplers: <name>.safetensors + <name>.json
 BASELINE = "baseline"  # the run of the model's baseline (--baseline), inside the run
 INTEGER_COLUMNS = ("epoch", "step", "active_units", "skipped_steps", "collapsed")
-TRAINING_FILES = (CONFIG, WEIGHTS, SPEC, VOCAB, METRICS, STEPS, CHECKPOINTS, BASELINE)  # what --overwrite replaces
+TRAINING_FILES = (CONFIG, WEIGHTS, SPEC, VOCAB, METRICS, STEPS, CHECKPOINTS, BASELINE, SAMPLERS_DIR)  # what --overwrite replaces
 
 
 class RunDir:
@@ -157,6 +161,47 @@ class RunDir:
                              "plugin that adds it (--plugin)")
         return Vocab(vocab, tokenizer, names, bins or None)
 
+    def save_sampler(self, fitted: FittedSampler) -> None:
+        """samplers/<name>.safetensors (every density's tensors, keyed "<all|classC>.<tensor>") and
+        then samplers/<name>.json (the entry, the options, the fit's report): no pickle."""
+        _check_sampler_name(fitted.name)
+        first = next(iter(fitted.densities.values()))
+        state = {f"{key}.{k}": v.detach().cpu().contiguous() for key, d in fitted.densities.items()
+                 for k, v in d.state_dict().items()}
+        folder = self.file(SAMPLERS_DIR)
+        folder.mkdir(exist_ok=True)
+        atomic_write(folder / f"{fitted.name}.safetensors", save(state))
+        atomic_write(folder / f"{fitted.name}.json", json.dumps(
+            {"sampler": fitted.sampler, "dim": first.dim, "config": first.config.to_dict(),
+             "densities": list(fitted.densities), "report": fitted.report}, indent=2))
+
+    def sampler_names(self) -> list[str]:
+        return sorted(p.stem for p in self.file(SAMPLERS_DIR).glob("*.json"))
+
+    def sampler(self, name: str) -> FittedSampler | None:
+        """The fitted sampler ``name`` (None when the run has none of that name), rebuilt from its
+        registered entry and its tensors."""
+        _check_sampler_name(name)
+        path = self.file(SAMPLERS_DIR) / f"{name}.json"
+        if not path.is_file():
+            return None
+        try:
+            meta = json.loads(path.read_text())
+            entry = SAMPLERS[str(meta["sampler"])]
+            config = entry.builder.config_class(**meta["config"])
+            state = load_file(str(path.with_suffix(".safetensors")))
+            densities = {}
+            for key in meta["densities"]:
+                densities[key] = entry.builder(int(meta["dim"]), config)
+                prefix = f"{key}."
+                densities[key].load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+                densities[key].eval()
+        except KlvaeError as err:
+            raise KlvaeError(f"{path} cannot be read ({err}); fit it again (klvae fit-sampler)") from None
+        except (ValueError, KeyError, TypeError, RuntimeError, OSError) as err:
+            raise KlvaeError(f"{path} is damaged ({_first_line(err)}); fit it again (klvae fit-sampler)") from None
+        return FittedSampler(name, str(meta["sampler"]), densities, dict(meta.get("report") or {}))
+
     def save_model(self, model: torch.nn.Module, spec) -> None:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         atomic_write(self.file(WEIGHTS), save(state))
@@ -228,6 +273,11 @@ class RunDir:
     def pictures(self, names: tuple[str, ...]) -> dict[str, bytes]:
         """The PNG files among ``names`` that the run holds."""
         return {name: self.file(name).read_bytes() for name in names if self.file(name).is_file()}
+
+
+def _check_sampler_name(name: str) -> None:
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise KlvaeError(f"a sampler's name must be letters, digits, '_', '.' or '-' (it names its files); got {name!r}")
 
 
 def _first_line(err: BaseException) -> str:

@@ -4,6 +4,7 @@ klvae.api). Each takes the run directory and, optionally, its model already load
 with parts passed from Python: ``klvae.load(run, encoder=...)``)."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,6 @@ import torch
 from klvae.data.text import TOKENIZERS
 from klvae.errors import KlvaeError
 from klvae.evaluation.likelihood import split_with_labels
-from klvae.generation import SAMPLERS
 from klvae.generation import interpolate as interpolate_model
 from klvae.generation import reconstruct as reconstruct_model
 from klvae.generation import sample as sample_model
@@ -20,7 +20,11 @@ from klvae.generation import traverse as traverse_model
 from klvae.kl import kl
 from klvae.models.conditional import condition_of
 from klvae.run import RunDir
+from klvae.samplers import SAMPLERS, FittedSampler, sampler_config
+from klvae.samplers.codes import aggregate_kl, encode_codes
+from klvae.samplers.stored import class_key
 
+DRAW_TIMING = 10_000  # codes drawn to time a fitted sampler
 TRAVERSE_POINTS = 1000  # points whose mean KL per dimension orders the traversal's rows
 
 
@@ -59,13 +63,14 @@ def check_class(model, run_dir, label: int | None) -> None:
         raise KlvaeError(f"--class {label} is out of range; {run_dir} knows classes 0..{classes - 1}")
 
 
-def sample(run_dir: str | Path, n: int = 64, seed: int = 0, source: str = "prior", components: int = 10,
-           label: int | str | None = None, data_dir: str | None = None, model=None, decoding: str = "mean"
+def sample(run_dir: str | Path, n: int = 64, seed: int = 0, source: str = "prior", label: int | str | None = None,
+           data_dir: str | None = None, model=None, decoding: str = "mean", sampler_options: dict | None = None
            ) -> torch.Tensor:
-    """Decoder means of n draws of z from ``source`` (a ``SAMPLERS`` entry: the prior, or a density
-    fitted to the training set's codes, of class ``label`` for a conditional run): (n, *event).
-    A text run: token rows by ``decoding`` (greedy, sample or beam; mean is greedy), ``label``
-    a class index or name (e.g. noun); :func:`texts` reads them."""
+    """Decoder means of n draws of z from ``source``: the prior, or a sampler fitted to the run's
+    codes (``klvae fit-sampler``; of class ``label`` for a conditional run; ``sampler_options``:
+    its sampling options, e.g. a diffusion's steps): (n, *event). A text run: token rows by
+    ``decoding`` (greedy, sample or beam; mean is greedy), ``label`` a class index or name (e.g.
+    noun); :func:`texts` reads them."""
     run = RunDir.open(run_dir)
     model = _model(run, model)
     label = _index_or_text(label) if label is not None else None
@@ -75,17 +80,82 @@ def sample(run_dir: str | Path, n: int = 64, seed: int = 0, source: str = "prior
             raise KlvaeError(f"--class must be a class index for a run on arrays; got {label!r}")
         label = codec.label(label)
     check_class(model, run_dir, label)
-    entry = SAMPLERS[source]
     latent = None
-    if entry.needs_data:
-        if getattr(model, "num_classes", 0) and label is None:
-            raise KlvaeError(f"--from {source} of a conditional run needs --class C: the sampler is fitted to the codes "
-                             "of one class")
-        x, labels = split_with_labels(run.config(), "train", data_dir, _vocabulary(run))
-        if label is not None:
-            x, labels = x[labels == label], labels[labels == label]
-        latent = entry.builder(model, x, labels if label is not None else None, components, seed)
+    if source not in SAMPLERS or SAMPLERS[source].fitted:
+        latent = fitted_sampler(run, source).density(label).distribution(**(sampler_options or {}))
+    elif sampler_options:
+        raise KlvaeError(f"sampling options ({', '.join(sampler_options)}) are a fitted sampler's; --from {source} "
+                         "takes none")
     return sample_model(model, n, seed, condition=label, latent=latent, decoding=decoding)
+
+
+def fitted_sampler(run: RunDir, name: str):
+    """The sampler ``name`` fitted to the run; a one-line error saying how to fit it when absent."""
+    fitted = run.sampler(name)
+    if fitted is not None:
+        return fitted
+    if name in SAMPLERS:
+        raise KlvaeError(f"{run.path} has no fitted {name} sampler; fit one first: klvae fit-sampler {run.path} "
+                         f"--sampler {name}")
+    stored = tuple(n for n in run.sampler_names() if n not in SAMPLERS)
+    raise KlvaeError(SAMPLERS.unknown(name, stored).split(" (a sampler")[0] + " (or a name given to `klvae fit-sampler "
+                     "--name`; a sampler from a plugin needs --plugin MODULE)")
+
+
+def fit_sampler(run_dir: str | Path, sampler: str = "gmm", name: str | None = None, data_dir: str | None = None,
+                model=None, **options) -> dict:
+    """Fit the sampler ``sampler`` (a fitted ``SAMPLERS`` entry; ``options``: its config's fields)
+    to the codes of the run's training set — one density per class for a conditional run — and
+    keep it in RUN/samplers/<name> (default: the sampler's name). Returns (and stores) its report:
+    fit and draw seconds, the NLL of the train and test codes (nats per code; a bound where the
+    density has none exact), beside the prior's, and KL(q(z) || p) against the test set's
+    aggregated posterior, beside the prior's."""
+    run = RunDir.open(run_dir)
+    model = _model(run, model)
+    entry = SAMPLERS[sampler]
+    if not entry.fitted:
+        raise KlvaeError(f"--sampler {sampler} is the model's own; nothing to fit (choices: "
+                         f"{', '.join(SAMPLERS.where(lambda e: e.fitted))})")
+    config = sampler_config(entry, options)
+    name = name or sampler
+    split = {k: split_with_labels(run.config(), k, data_dir, _vocabulary(run)) for k in ("train", "test")}
+    classes = list(range(model.num_classes)) if getattr(model, "num_classes", 0) else [None]
+    densities, report = {}, {"sampler": sampler, "codes": config.codes, "exact": entry.builder.exact}
+    sums = {"fit_seconds": 0.0, "nll_train": 0.0, "nll_test": 0.0, "prior_nll_test": 0.0, "n_train": 0, "n_test": 0}
+    for label in classes:
+        codes = {}
+        for k, (x, labels) in split.items():
+            keep = slice(None) if label is None else labels == label
+            y = None if label is None else labels[keep]
+            codes[k] = (encode_codes(model, x[keep], y, config.codes, config.seed), y)
+        if len(codes["train"][0]) == 0:
+            continue
+        density = entry.builder(codes["train"][0].shape[1], config)
+        fit = density.fit(codes["train"][0])
+        densities[class_key(label)] = density
+        z_test, y_test = codes["test"]
+        prior = model.prior(y_test.to(next(model.parameters()).device)) if y_test is not None else model.prior()
+        n_train, n_test = len(codes["train"][0]), len(z_test)
+        sums["fit_seconds"] += fit["seconds"]
+        sums["nll_train"] -= density.log_prob(codes["train"][0]).sum().item()
+        sums["nll_test"] -= density.log_prob(z_test).sum().item()
+        sums["prior_nll_test"] -= prior.log_prob(z_test.to(next(model.parameters()).device)).sum().item()
+        sums["n_train"], sums["n_test"] = sums["n_train"] + n_train, sums["n_test"] + n_test
+    for k in ("nll_train", "nll_test", "prior_nll_test"):
+        sums[k] /= max(sums["n_test" if "test" in k else "n_train"], 1)
+    report |= sums
+    density = densities[class_key(None)] if len(classes) == 1 else None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        start = time.perf_counter()
+        next(iter(densities.values())).sample(DRAW_TIMING)
+        report["sample_seconds_10k"] = time.perf_counter() - start
+    if density is not None:  # KL to the test set's aggregated posterior (unconditional runs)
+        x_test = split["test"][0]
+        report["kl_aggregate"] = aggregate_kl(model, x_test, density.log_prob, config.seed)
+        report["prior_kl_aggregate"] = aggregate_kl(model, x_test, lambda z: model.prior().log_prob(z), config.seed)
+    run.save_sampler(FittedSampler(name, sampler, densities, report))
+    return {"name": name, **report}
 
 
 def interpolate(run_dir: str | Path, a: int | str, b: int | str, steps: int = 10, spherical: bool = False,

@@ -10,6 +10,7 @@ from torch.distributions import MultivariateNormal
 
 import klvae
 from klvae.models import VAE, VAEConfig
+from klvae.samplers import CodeDensity
 
 
 @dataclass
@@ -32,14 +33,27 @@ class DropoutVAE(VAE):
         return super().encoder_output(self.dropout(x), condition)
 
 
-def fit_gaussian(model, x, labels, components, seed):
-    with torch.no_grad():
-        z = model.family.point(model.encode(x)).double()
-    cov = torch.cov(z.T) + 1e-6 * torch.eye(z.shape[1], dtype=z.dtype)
-    return MultivariateNormal(z.mean(0).float(), covariance_matrix=cov.float())
+class GaussianFit(CodeDensity):
+    """One full-covariance Gaussian over the standardised codes."""
+
+    def __init__(self, dim, config):
+        super().__init__(dim, config)
+        self.register_buffer("scale_tril", torch.eye(dim))
+
+    def _fit(self, u):
+        cov = torch.cov(u.T.double()) + 1e-6 * torch.eye(u.shape[1], dtype=torch.float64)
+        self.scale_tril.copy_(torch.linalg.cholesky(cov))
+
+    def _gaussian(self):
+        return MultivariateNormal(torch.zeros(self.dim), scale_tril=self.scale_tril)
+
+    def _log_prob(self, u):
+        return self._gaussian().log_prob(u)
+
+    def _sample(self, n):
+        return self._gaussian().sample((n,))
 
 
 klvae.register_model("vae-dropout", "a VAE whose encoder sees its input through dropout (a plugin)", DropoutVAE,
                      DropoutVAEConfig, objectives=("elbo", "iwae"))
-klvae.register_sampler("gaussian-fit", "one full-covariance Gaussian fitted to the posterior means (a plugin)",
-                       fit_gaussian)
+klvae.register_sampler("gaussian-fit", "one full-covariance Gaussian fitted to the codes (a plugin)", GaussianFit)
