@@ -129,7 +129,7 @@ def test_classifier_is_trained_once_reproducibly_and_cached(digits, cache, tmp_p
 def test_the_real_test_images_are_at_distance_zero_and_cover_every_class(cache):
     real = load_dataset("digits", binarize="none").test
     q = sample_quality(real, "digits", cache=cache)
-    assert q.frechet == pytest.approx(0, abs=1e-6)
+    assert q.frechet == pytest.approx(0, abs=1e-6) and q.precision == q.recall == 1.0
     assert q.coverage == 1.0 and sum(q.classes) == pytest.approx(1.0)
     assert q.n == q.n_real == len(real) and q.classifier == "digits" and q.min_share == 0.05
 
@@ -138,6 +138,7 @@ def test_samples_of_one_class_cover_one_class(digits, cache):
     q = sample_quality(digits.test[digits.test_labels == 3], "digits", cache=cache)
     assert q.coverage == 0.1 and q.classes[3] > 0.9
     assert q.frechet > 10  # far from the ten-class test set
+    assert q.precision == 1.0 and q.recall < 0.3  # real images of one class: on the manifold, covering a tenth
 
 
 def test_data_without_a_classifier_is_an_error_naming_the_supported_data():
@@ -211,11 +212,11 @@ def test_sample_quality_from_the_command_line(run, cache, tmp_path):
                  "--out", tmp_path / "s.png")
     assert result.rc == 0, result.err
     reported = json.loads(result.out)
-    assert {"frechet", "coverage", "classes", "n", "source", "out"} <= set(reported)
+    assert {"frechet", "precision", "recall", "coverage", "classes", "n", "source", "out"} <= set(reported)
     assert reported["source"] == "gmm" and reported["n"] == 300 and len(reported["classes"]) == 10
     assert math.isfinite(reported["frechet"]) and (tmp_path / "s.png").is_file()
     text = cli("sample", run, "-n", 300, "--quality", "--cache-dir", cache)
-    assert text.rc == 0 and "not Inception FID" in text.out and "class coverage" in text.out
+    assert text.rc == 0 and "not Inception FID" in text.out and "class coverage" in text.out and "recall" in text.out
 
 
 def test_sample_without_out_or_quality_exits_2(run):

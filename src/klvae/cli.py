@@ -190,6 +190,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
     print(f"{q.n} samples from the {args.source}{'' if args.label is None else f' of class {args.label}'}, "
           f"against {q.n_real} {q.classifier} test images:")
     print(f"  Fréchet distance {q.frechet:10.3f} (features of klvae's {q.classifier} classifier; not Inception FID)")
+    print(f"  precision        {q.precision:10.3f} (share of the samples on the test images' manifold, k = 3)")
+    print(f"  recall           {q.recall:10.3f} (share of the test images on the samples' manifold)")
     print(f"  class coverage   {q.coverage:10.2f} (classes with >= {q.min_share:.0%} of the samples)")
     print("  classes          " + " ".join(f"{c}:{h:.2f}" for c, h in enumerate(q.classes)))
     if out:

@@ -138,8 +138,8 @@ def sample_parser(sub) -> None:
                         "index, or its name for a text run (e.g. noun)")
     _decoding(p)
     p.add_argument("--quality", action="store_true",
-                   help="Fréchet distance to the test images in the features of klvae's own classifier (not "
-                        "Inception FID) and class coverage; runs on mnist, binarized-mnist, fashion-mnist, digits")
+                   help="Fréchet distance, improved precision and recall against the test images in the features of "
+                        "klvae's own classifier (not Inception FID), and class coverage; runs on mnist, binarized-mnist, fashion-mnist, digits")
     p.add_argument("--cache-dir", default=None,
                    help="where the quality classifier is kept (default: $KLVAE_CACHE, else ~/.cache/klvae)")
     _common(p)

@@ -1,5 +1,6 @@
-"""Offline sample quality: a Fréchet distance in the features of a small classifier trained here,
-and the coverage of the classes, for samples of models of labelled image data.
+"""Offline sample quality: a Fréchet distance and the improved precision and recall (Kynkäänniemi
+et al. 2019) in the features of a small classifier trained here, and the coverage of the classes,
+for samples of models of labelled image data.
 
 The features are NOT Inception's: the Fréchet distance here is in the 64-dimensional
 penultimate layer of a small MLP classifier that klvae trains on the data set's own training split
@@ -25,12 +26,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from klvae.errors import KlvaeError
+from klvae.evaluation.precision_recall import precision_recall
 
 CLASSIFIER_DATA = {"mnist": "mnist", "binarized-mnist": "mnist", "fashion-mnist": "fashion-mnist", "digits": "digits"}
 VERSION = 1  # part of the cache file's name: a change of the recipe below trains a new classifier
 HIDDEN, FEATURES = 256, 64  # widths of the classifier's two hidden layers; the second gives the features
 STEPS, BATCH, LR, SEED = 2000, 128, 1e-3, 0  # Adam steps: ~4 epochs of MNIST, ~190 of the 1,350 digits
 CACHE_ENV = "KLVAE_CACHE"
+PR_NEIGHBOURS = 3  # k of the precision and recall's k-NN balls (the paper's)
 
 
 class Classifier(nn.Module):
@@ -152,11 +155,14 @@ def class_histogram(labels: torch.Tensor, classes: int) -> list[float]:
 @dataclass
 class SampleQuality:
     """The Fréchet distance of samples to the real test images in the classifier's features
-    (squared feature units; NOT Inception FID), the class coverage (the fraction of classes that
-    receive at least ``min_share`` of the samples), the class histogram of the samples, and how
-    they were measured."""
+    (squared feature units; NOT Inception FID), the improved precision (share of samples on the
+    real images' manifold) and recall (share of real images on the samples') with k = 3, the class
+    coverage (the fraction of classes that receive at least ``min_share`` of the samples), the
+    class histogram of the samples, and how they were measured."""
 
     frechet: float
+    precision: float
+    recall: float
     coverage: float
     classes: list[float]
     min_share: float
@@ -186,9 +192,10 @@ def sample_quality(x: torch.Tensor, data: str, data_dir: str | os.PathLike | Non
     share = 1 / (2 * classes) if min_share is None else min_share
     if not 0 < share <= 1:
         raise KlvaeError(f"min_share must be in (0, 1]; got {min_share}")
-    features = classifier.features(x)
+    features, real_features = classifier.features(x), classifier.features(real)
     hist = class_histogram(classifier.head(features).argmax(1), classes)
-    return SampleQuality(frechet=frechet_distance(features, classifier.features(real)),
+    precision, recall = precision_recall(real_features, features, k=PR_NEIGHBOURS)
+    return SampleQuality(frechet=frechet_distance(features, real_features), precision=precision, recall=recall,
                          coverage=sum(h >= share for h in hist) / classes, classes=hist, min_share=share,
                          n=len(x), n_real=len(real), classifier=ds.name,
                          classifier_accuracy=float(meta.get("test_accuracy", "nan")))
