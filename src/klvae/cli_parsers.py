@@ -156,12 +156,19 @@ def fit_sampler_parser(sub) -> None:
     p.add_argument("--sampler", default="gmm", help="choices: " + "; ".join(
         f"{e.name}: {e.description}" for e in SAMPLERS.entries() if e.fitted) + " (default: gmm)")
     p.add_argument("--name", default=None, help="keep it as RUN/samplers/NAME.* (default: the sampler's name)")
-    for key, (owners, f) in sampler_options().items():
+    for key, owners in sampler_options().items():
+        f = next(iter(owners.values()))
         owner = "" if len(owners) == len(fitted) else f"[--sampler {'/'.join(owners)}] "
-        text = f"{owner}{f.metadata.get('help', '')}{_choices(f.metadata)} (default: {default_of(f)})"
-        kind = str(f.type)
-        p.add_argument("--" + key.replace("_", "-"), dest=key, default=argparse.SUPPRESS, metavar=key.upper(),
-                       nargs="+" if kind.startswith("list[") else None, help=text.replace("%", "%%"))
+        defaults = {name: default_of(g) for name, g in owners.items()}
+        default = (next(iter(defaults.values())) if len(set(map(str, defaults.values()))) == 1
+                   else ", ".join(f"{name} {value}" for name, value in defaults.items()))
+        text = f"{owner}{f.metadata.get('help', '')}{_choices(f.metadata)} (default: {default})".replace("%", "%%")
+        flag, kind = "--" + key.replace("_", "-"), str(f.type)
+        if kind == "bool":
+            p.add_argument(flag, dest=key, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
+        else:
+            p.add_argument(flag, dest=key, default=argparse.SUPPRESS, metavar=key.upper(),
+                           nargs="+" if kind.startswith("list[") else None, help=text)
     _common(p, seed=False)
 
 

@@ -14,7 +14,9 @@ from klvae.config_sections import coerce
 from klvae.errors import KlvaeError
 from klvae.registry import Entry, Registry
 from klvae.samplers.density import CodeDensity, CodeDistribution, SamplerConfig
+from klvae.samplers.flow import FlowConfig, FlowDensity
 from klvae.samplers.gmm import GMMConfig, GMMDensity
+from klvae.samplers.two_stage import TwoStageConfig, TwoStageDensity
 from klvae.samplers.stored import FittedSampler
 
 SAMPLERS = Registry("sampler", "--from")
@@ -26,6 +28,9 @@ def _prior() -> None:
 
 SAMPLERS.register("prior", "the model's prior p(z) (p(z|y) for a conditional model)", _prior, fitted=False)
 SAMPLERS.register("gmm", "a Gaussian mixture fitted by EM (Ghosh et al. 2020)", GMMDensity, fitted=True)
+SAMPLERS.register("two-stage", "a second VAE on the codes (Dai & Wipf 2019); its NLL is an IWAE bound",
+                  TwoStageDensity, fitted=True)
+SAMPLERS.register("flow", "a masked autoregressive or neural spline flow (zuko)", FlowDensity, fitted=True)
 
 
 def sampler_config(entry: Entry, options: dict) -> SamplerConfig:
@@ -40,15 +45,15 @@ def sampler_config(entry: Entry, options: dict) -> SamplerConfig:
     return cls(**{k: coerce(cls, k, v, "--" + k.replace("_", "-")) for k, v in options.items()})
 
 
-def sampler_options() -> dict[str, tuple[list[str], object]]:
-    """Every option of the fitted samplers: name -> (the samplers taking it, its dataclass field)."""
-    out: dict[str, tuple[list[str], object]] = {}
+def sampler_options() -> dict[str, dict[str, object]]:
+    """Every option of the fitted samplers: its name -> {sampler taking it: its dataclass field}."""
+    out: dict[str, dict[str, object]] = {}
     for entry in SAMPLERS.entries():
         if entry.fitted:
             for f in fields(entry.builder.config_class):
-                out.setdefault(f.name, ([], f))[0].append(entry.name)
+                out.setdefault(f.name, {})[entry.name] = f
     return out
 
 
-__all__ = ["SAMPLERS", "CodeDensity", "CodeDistribution", "FittedSampler", "GMMConfig", "GMMDensity", "SamplerConfig",
-           "sampler_config", "sampler_options"]
+__all__ = ["SAMPLERS", "CodeDensity", "CodeDistribution", "FittedSampler", "FlowConfig", "FlowDensity", "GMMConfig",
+           "GMMDensity", "SamplerConfig", "TwoStageConfig", "TwoStageDensity", "sampler_config", "sampler_options"]
