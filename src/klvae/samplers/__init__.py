@@ -14,6 +14,7 @@ from klvae.config_sections import coerce
 from klvae.errors import KlvaeError
 from klvae.registry import Entry, Registry
 from klvae.samplers.density import CodeDensity, CodeDistribution, SamplerConfig
+from klvae.samplers.diffusion import DiffusionConfig, DiffusionDensity
 from klvae.samplers.flow import FlowConfig, FlowDensity
 from klvae.samplers.gmm import GMMConfig, GMMDensity
 from klvae.samplers.two_stage import TwoStageConfig, TwoStageDensity
@@ -31,6 +32,8 @@ SAMPLERS.register("gmm", "a Gaussian mixture fitted by EM (Ghosh et al. 2020)", 
 SAMPLERS.register("two-stage", "a second VAE on the codes (Dai & Wipf 2019); its NLL is an IWAE bound",
                   TwoStageDensity, fitted=True)
 SAMPLERS.register("flow", "a masked autoregressive or neural spline flow (zuko)", FlowDensity, fitted=True)
+SAMPLERS.register("diffusion", "a DDPM on the standardised codes, ancestral or DDIM sampling (Wehenkel & Louppe "
+                  "2021); its NLL is an ELBO bound", DiffusionDensity, fitted=True)
 
 
 def sampler_config(entry: Entry, options: dict) -> SamplerConfig:
@@ -55,5 +58,5 @@ def sampler_options() -> dict[str, dict[str, object]]:
     return out
 
 
-__all__ = ["SAMPLERS", "CodeDensity", "CodeDistribution", "FittedSampler", "FlowConfig", "FlowDensity", "GMMConfig",
+__all__ = ["SAMPLERS", "CodeDensity", "CodeDistribution", "DiffusionConfig", "DiffusionDensity", "FittedSampler", "FlowConfig", "FlowDensity", "GMMConfig",
            "GMMDensity", "SamplerConfig", "TwoStageConfig", "TwoStageDensity", "sampler_config", "sampler_options"]
