@@ -13,7 +13,7 @@ from conftest import LOG_2PI, moments_close
 from klvae.errors import KlvaeError
 from klvae.samplers.diffusion import DiffusionConfig, DiffusionDensity, betas
 
-SMALL = {"timesteps": 200, "hidden": 32, "layers": 2, "epochs": 150, "batch_size": 512, "lr": 3e-3}  # ~5 s on a core
+SMALL = {"timesteps": 200, "width": 32, "layers": 2, "epochs": 150, "batch_size": 512, "lr": 3e-3}  # ~5 s on a core
 
 
 def abar_of(schedule: str, timesteps: int) -> torch.Tensor:
@@ -208,7 +208,7 @@ def test_a_small_fitted_diffusion_draws_the_toy_s_moments(fitted, reference):
 
 
 def test_the_same_seed_gives_the_same_fit_and_a_saved_state_the_same_draws(toy):
-    cfg = DiffusionConfig(timesteps=50, hidden=16, layers=1, epochs=2, seed=3)
+    cfg = DiffusionConfig(timesteps=50, width=16, layers=1, epochs=2, seed=3)
     one, two, other = DiffusionDensity(2, cfg), DiffusionDensity(2, cfg), DiffusionDensity(2, replace(cfg, seed=4))
     for density in (one, two, other):
         density.fit(toy.train[:1000])
@@ -234,7 +234,7 @@ def test_the_same_seed_gives_the_same_fit_and_a_saved_state_the_same_draws(toy):
     ({"sampling": "euler"}, "sampling must be one of"),
     ({"timesteps": 100, "sampling_steps": 101}, r"sampling_steps must be at most timesteps \(100\)"),
     ({"timesteps": 1}, "timesteps must be at least 2"),
-    ({"hidden": 0}, "hidden must be a positive integer"),
+    ({"width": 0}, "width must be a positive integer"),
     ({"eta": 1.5}, "eta must be in"),
     ({"lr": 0.0}, "lr must be in"),
 ])
@@ -245,7 +245,7 @@ def test_bad_options_are_one_line_errors(options, words):
 
 
 def test_bad_sampling_options_are_one_line_errors():
-    density = DiffusionDensity(2, DiffusionConfig(timesteps=20, hidden=8, layers=1))
+    density = DiffusionDensity(2, DiffusionConfig(timesteps=20, width=8, layers=1))
     for options, words in (({"temperature": 0.5}, "no sampling option temperature"),
                            ({"steps": 21}, r"sampling_steps must be at most timesteps \(20\)"),
                            ({"method": "euler"}, "sampling must be one of"), ({"eta": -1}, "eta must be in")):

@@ -119,3 +119,49 @@ def test_a_damaged_sampler_file_is_a_one_line_error_and_retraining_removes_sampl
     assert cli("train", "--data", "digits", "--latent-dim", 2, "--hidden", 8, "--epochs", 1, *QUICK, "--out", copy,
                "--overwrite").rc == 0
     assert not (copy / "samplers").exists()
+
+
+@pytest.mark.parametrize("sampler, options", [
+    ("two-stage", ("--hidden", 16, "--epochs", 2, "--iwae-k", 5)),
+    ("flow", ("--hidden", 16, "--epochs", 2, "--transforms", 2)),
+    ("flow", ("--kind", "nsf", "--hidden", 8, "--epochs", 1, "--transforms", 1)),
+    ("diffusion", ("--timesteps", 20, "--width", 16, "--layers", 1, "--epochs", 2)),
+], ids=lambda a: a if isinstance(a, str) else " ".join(map(str, a)))
+def test_every_sampler_fits_from_the_command_line_reloads_and_samples(run, tmp_path, sampler, options):
+    name = f"{sampler}-{len(options)}"
+    result = cli("fit-sampler", run, "--sampler", sampler, "--name", name, *options, "--json")
+    assert result.rc == 0, result.err
+    report = json.loads(result.out)
+    assert report["exact"] == (sampler == "flow") and math.isfinite(report["nll_test"])
+    assert math.isfinite(report["kl_aggregate"])
+    assert cli("sample", run, "--from", name, "-n", 6, "--out", tmp_path / "s.png").rc == 0
+    density = RunDir.open(run).sampler(name).density(None)
+    torch.manual_seed(0)
+    assert density.sample(50).shape == (50, 4) and torch.isfinite(density.sample(50)).all()
+
+
+def test_diffusion_samples_by_ddim_with_fewer_steps_from_the_command_line(run, tmp_path):
+    assert cli("fit-sampler", run, "--sampler", "diffusion", "--timesteps", 30, "--width", 16, "--layers", 1,
+               "--epochs", 1).rc == 0
+    ddim = cli("sample", run, "--from", "diffusion", "--sampling", "ddim", "--sampling-steps", 5, "-n", 6, "--out",
+               tmp_path / "d.png")
+    assert ddim.rc == 0, ddim.err
+    assert_user_error(cli("sample", run, "--from", "diffusion", "--sampling-steps", 31, "-n", 6, "--out",
+                          tmp_path / "d.png"), "sampling_steps", "30")
+
+
+def test_a_sampler_of_a_run_on_the_sphere_is_refused_in_one_line(tmp_path):
+    out = tmp_path / "vmf"
+    assert cli("train", "--data", "digits", "--latent", "vmf", "--latent-dim", 3, "--epochs", 1, *QUICK, "--out",
+               out).rc == 0
+    assert_user_error(cli("fit-sampler", out, "--sampler", "flow"), "sphere", "--from prior")
+    assert not (out / "samplers").exists()
+
+
+def test_fit_sampler_from_python_takes_options_as_values(run):
+    from klvae.api import fit_sampler
+
+    report = fit_sampler(run, "gmm", name="py", components=2, covariance="diag")
+    assert report["name"] == "py" and json.loads((run / "samplers" / "py.json").read_text())["config"]["covariance"] == "diag"
+    with pytest.raises(Exception, match="takes no --epochs"):
+        fit_sampler(run, "gmm", epochs=3)

@@ -73,3 +73,10 @@ def test_more_components_than_codes_and_bad_options_are_errors():
 def test_the_registry_lists_the_prior_and_the_fitted_samplers():
     assert not SAMPLERS["prior"].fitted and SAMPLERS["gmm"].fitted
     assert SAMPLERS["gmm"].builder is GMMDensity and SAMPLERS["prior"].builder() is None
+
+
+def test_an_option_shared_by_samplers_has_one_type_so_one_flag_carries_it():
+    from klvae.samplers import sampler_options
+
+    for name, owners in sampler_options().items():
+        assert len({str(f.type) for f in owners.values()}) == 1, (name, {k: f.type for k, f in owners.items()})

@@ -40,7 +40,7 @@ class DiffusionConfig(SamplerConfig):
     variance: str = field(default="beta", metadata=doc(
         "variance of each reverse step: beta_t, or the posterior's beta-tilde_t (a looser bound on continuous codes)",
         choices=("beta", "posterior")))
-    hidden: int = field(default=256, metadata=doc("width of the noise predictor's MLP"))
+    width: int = field(default=256, metadata=doc("width of the noise predictor's residual blocks"))
     layers: int = field(default=3, metadata=doc("residual blocks of the noise predictor's MLP"))
     # 60,000 codes in batches of 256 are 235 Adam steps an epoch; a step of the default MLP takes
     # ~17 ms of one CPU core (~4 s an epoch; ~2.5 s on 2 cores): 30 epochs (~7,000 steps), 1-2 minutes
@@ -58,7 +58,7 @@ class DiffusionConfig(SamplerConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        checks.positive_int(self, "timesteps", "hidden", "layers", "epochs", "batch_size")
+        checks.positive_int(self, "timesteps", "width", "layers", "epochs", "batch_size")
         checks.non_negative_int(self, "sampling_steps", "elbo_steps")
         checks.within(self, "lr", 0, 1)
         checks.within(self, "eta", 0, 1, "[]")
@@ -131,7 +131,7 @@ class DiffusionDensity(CodeDensity):
 
     def __init__(self, dim: int, config: DiffusionConfig):
         super().__init__(dim, config)
-        self.net = NoisePredictor(dim, config.hidden, config.layers)
+        self.net = NoisePredictor(dim, config.width, config.layers)
         abar = torch.cumprod(1 - betas(config.schedule, config.timesteps), 0)
         s = steps(abar, torch.cat([abar.new_ones(1), abar[:-1]]))
         var = s["beta"] if config.variance == "beta" else torch.cat([s["beta"][:1], s["post_var"][1:]])
