@@ -138,3 +138,40 @@ class CodeDistribution(Distribution):
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         flat = value.reshape(-1, self.density.dim)
         return self.density.log_prob(flat).reshape(value.shape[:-1])
+
+
+def reset(module: nn.Module) -> None:
+    """Draw the initial weights of every layer of ``module`` afresh (from torch's random state)."""
+    for m in module.modules():
+        if m is not module and hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+
+
+def finite(t: torch.Tensor, what: str) -> torch.Tensor:
+    if not torch.isfinite(t).all():
+        raise KlvaeError(f"the fitted {what} gives NaN or Inf; refit it with a lower --lr")
+    return t
+
+
+def adam_fit(module: nn.Module, u: torch.Tensor, config, loss_of, what: str, cosine: bool = False) -> float:
+    """Adam on ``loss_of(batch)`` (a scalar) over minibatches of u: (N, D) for ``config.epochs``
+    passes (order from torch's random state; ``cosine``: the learning rate decays to 0 along a
+    cosine, step by step); returns the last pass's mean loss. A non-finite loss is a KlvaeError."""
+    module.train()
+    opt = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=config.lr)
+    steps = config.epochs * -(-len(u) // config.batch_size)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if cosine else None
+    for epoch in range(config.epochs):
+        total = 0.0
+        for rows in torch.randperm(len(u), device=u.device).split(config.batch_size):
+            loss = loss_of(u[rows])
+            if not torch.isfinite(loss):
+                raise KlvaeError(f"the {what}'s loss became {loss.item()} in epoch {epoch + 1}; refit with a lower "
+                                 f"--lr (now {config.lr:g})")
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if schedule is not None:
+                schedule.step()
+            total += loss.item() * len(rows)
+    return total / len(u)

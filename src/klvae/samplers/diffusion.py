@@ -25,7 +25,7 @@ from torch import nn
 from klvae import checks
 from klvae.checks import doc
 from klvae.errors import KlvaeError
-from klvae.samplers.density import CodeDensity, SamplerConfig
+from klvae.samplers.density import CodeDensity, SamplerConfig, adam_fit, reset
 
 ROWS = 1 << 15  # network rows per chunk of the ELBO
 SAMPLE_OPTIONS = {"steps": "sampling_steps", "method": "sampling", "eta": "eta"}  # sample()'s keywords: config fields
@@ -158,30 +158,15 @@ class DiffusionDensity(CodeDensity):
         cfg = self.config
         self.low.copy_(u.min(0).values)
         self.high.copy_(u.max(0).values)
-        opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
-        per_epoch = math.ceil(len(u) / cfg.batch_size)
-        total, step, losses = cfg.epochs * per_epoch, 0, []
-        for m in self.net.modules():  # initial weights from the fit's seed
-            if m is not self.net and hasattr(m, "reset_parameters"):
-                m.reset_parameters()
-        self.train()
-        for _ in range(cfg.epochs):
-            losses = []
-            for batch in u[torch.randperm(len(u), device=u.device)].split(cfg.batch_size):
-                for group in opt.param_groups:
-                    group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / total))
-                t = torch.randint(1, cfg.timesteps + 1, (len(batch),), device=u.device)
-                ut, eps = self._noised(batch, t)
-                loss = (self.net(ut, t) - eps).square().mean()
-                if not torch.isfinite(loss):
-                    raise KlvaeError(f"the diffusion's loss became {loss.item()}; refit with a lower --lr "
-                                     f"(now {cfg.lr:g})")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                losses.append(loss.item())
-                step += 1
-        return {"loss": sum(losses) / len(losses), "epochs": cfg.epochs, "steps": step}
+        reset(self.net)  # initial weights from the fit's seed
+
+        def loss_of(batch: torch.Tensor) -> torch.Tensor:
+            t = torch.randint(1, cfg.timesteps + 1, (len(batch),), device=u.device)
+            ut, eps = self._noised(batch, t)
+            return (self.net(ut, t) - eps).square().mean()
+
+        loss = adam_fit(self.net, u, cfg, loss_of, "diffusion", cosine=True)
+        return {"loss": loss, "epochs": cfg.epochs}
 
     def _log_prob(self, u: torch.Tensor) -> torch.Tensor:
         """ELBO per code (N,): log N(u_0; mu_theta(u_1, 1), beta_1) - sum_{t=2}^T KL(q(u_{t-1}|u_t,u_0)

@@ -7,12 +7,10 @@ from dataclasses import dataclass, field
 
 import torch
 import zuko
-from torch import nn
 
 from klvae import checks
 from klvae.checks import doc
-from klvae.errors import KlvaeError
-from klvae.samplers.density import CodeDensity, SamplerConfig
+from klvae.samplers.density import CodeDensity, SamplerConfig, adam_fit, finite, reset
 
 FLOWS = {"maf": zuko.flows.MAF, "nsf": zuko.flows.NSF}
 
@@ -39,38 +37,6 @@ class FlowConfig(SamplerConfig):
         checks.within(self, "lr", 0, 1)
 
 
-def reset(module: nn.Module) -> None:
-    """Draw the initial weights of every layer of ``module`` afresh (from torch's random state)."""
-    for m in module.modules():
-        if m is not module and hasattr(m, "reset_parameters"):
-            m.reset_parameters()
-
-
-def finite(t: torch.Tensor, what: str) -> torch.Tensor:
-    if not torch.isfinite(t).all():
-        raise KlvaeError(f"the fitted {what} gives NaN or Inf; refit it with a lower --lr")
-    return t
-
-
-def train(module: nn.Module, u: torch.Tensor, config, loss_of, what: str) -> float:
-    """Adam on ``loss_of(batch)`` (a scalar) over minibatches of u: (N, D) for ``config.epochs``
-    passes (order from torch's random state); returns the last pass's mean loss."""
-    module.train()
-    opt = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=config.lr)
-    for epoch in range(config.epochs):
-        total = 0.0
-        for rows in torch.randperm(len(u), device=u.device).split(config.batch_size):
-            loss = loss_of(u[rows])
-            if not torch.isfinite(loss):
-                raise KlvaeError(f"the {what}'s loss became {loss.item()} in epoch {epoch + 1}; refit with a lower "
-                                 f"--lr (now {config.lr:g})")
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(rows)
-    return total / len(u)
-
-
 class FlowDensity(CodeDensity):
     """A zuko flow u: (N, D) -> base N(0, I), built from (dim, config) alone, so that a saved state
     (tensors: weights, masks, orders) loads into a fresh instance; initial weights are drawn in
@@ -87,7 +53,7 @@ class FlowDensity(CodeDensity):
     def _fit(self, u: torch.Tensor) -> dict:
         """``loss``: the last epoch's mean -log p(u) of the standardised codes (nats per code)."""
         reset(self.flow)
-        loss = train(self.flow, u, self.config, lambda x: -self.flow().log_prob(x).mean(), "flow")
+        loss = adam_fit(self.flow, u, self.config, lambda x: -self.flow().log_prob(x).mean(), "flow")
         return {"loss": loss, "epochs": self.config.epochs}
 
     def _log_prob(self, u: torch.Tensor) -> torch.Tensor:

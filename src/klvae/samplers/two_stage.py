@@ -18,8 +18,7 @@ from torch.distributions import Independent, Normal, kl_divergence
 from klvae import checks
 from klvae.checks import doc
 from klvae.errors import KlvaeError
-from klvae.samplers.density import MIN_SCALE, CodeDensity, SamplerConfig
-from klvae.samplers.flow import finite, reset, train
+from klvae.samplers.density import MIN_SCALE, CodeDensity, SamplerConfig, adam_fit, finite, reset
 
 ROWS, K_CHUNK = 1024, 32  # the IWAE bound is computed over blocks of codes x importance samples
 
@@ -103,7 +102,7 @@ class TwoStageDensity(CodeDensity):
             q = self.posterior(x)
             return -(self.likelihood(q.rsample()).log_prob(x) - kl_divergence(q, prior)).mean()
 
-        final = train(self, u, self.config, loss, "two-stage VAE")
+        final = adam_fit(self, u, self.config, loss, "two-stage VAE")
         return {"loss": final, "gamma": self.gamma, "epochs": self.config.epochs}
 
     @torch.no_grad()
