@@ -22,6 +22,14 @@ MODEL = {"latent_dim": 16, "hidden": [512, 256], "batch_size": 100, "lr": 1e-3, 
 SAMPLERS = ("gmm", "two-stage", "flow", "diffusion")
 
 
+def VARIANTS(samplers):  # noqa: N802
+    """(label, sampler, sampling options): each sampler as fitted, and the diffusion also by DDIM."""
+    for name in samplers:
+        yield name, name, {}
+        if name == "diffusion":
+            yield "diffusion-ddim50", name, {"method": "ddim", "steps": 50}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", nargs="+", default=["mnist", "fashion-mnist"])
@@ -40,19 +48,22 @@ def main() -> None:
                       overwrite=True)
             print(f"{data}: trained in {time.perf_counter() - t0:.0f} s", flush=True)
         rows = {}
-        for name in ("prior", *args.samplers):
-            fit = fit_sampler(run, name, data_dir=args.data_dir) if name != "prior" else {}
+        for label, name, options in [("prior", "prior", {}), *VARIANTS(args.samplers)]:
+            if name == "prior":
+                fit = {}
+            elif not options:  # a variant reuses the sampler fitted just before
+                fit = fit_sampler(run, name, data_dir=args.data_dir)
             t0 = time.perf_counter()
-            x = sample(run, args.n, seed=1, source=name, data_dir=args.data_dir)
-            seconds = time.perf_counter() - t0
+            x = sample(run, args.n, seed=1, source=name, data_dir=args.data_dir, sampler_options=options)
+            seconds = time.perf_counter() - t0  # draw 10,000 codes and decode them
             q = sample_quality(x, data, args.data_dir).to_dict()
-            rows[name] = {**{k: fit.get(k) for k in ("nll_test", "prior_nll_test", "kl_aggregate",
+            rows[label] = {**{k: fit.get(k) for k in ("nll_test", "prior_nll_test", "kl_aggregate",
                                                      "prior_kl_aggregate", "fit_seconds", "sample_seconds_10k",
                                                      "exact")},
                           "decode_seconds": seconds, **{k: q[k] for k in ("frechet", "precision", "recall",
                                                                            "coverage") if k in q}}
-            r = rows[name]
-            print(f"{data:14s} {name:10s} " + "  ".join(f"{k} {v:.3f}" for k, v in r.items()
+            r = rows[label]
+            print(f"{data:14s} {label:16s} " + "  ".join(f"{k} {v:.3f}" for k, v in r.items()
                                                         if isinstance(v, float)), flush=True)
         table[data] = rows
     Path(args.out).mkdir(parents=True, exist_ok=True)

@@ -48,6 +48,11 @@ def main() -> None:
         runs = []
         for seed in range(args.seeds):
             out = Path(args.out) / f"{name.split(' ')[0].replace('/', '')}-seed{seed}"
+            done = out / "eval_test.json"
+            if done.is_file() and json.loads(done.read_text()).get("iwae_k") == args.iwae_k:  # a finished run: reuse
+                runs.append({**{k: json.loads(done.read_text())[k] for k in (*COLUMNS, "nll_iwae_se")},
+                             "train_seconds": None})
+                continue
             t0 = time.perf_counter()
             run = klvae.fit({**BASE, **changes, "data_dir": args.data_dir, "train_limit": args.train_limit,
                              "epochs": args.epochs, "seed": seed, "out": str(out)}, overwrite=True)
