@@ -4,7 +4,6 @@ klvae.api). Each takes the run directory and, optionally, its model already load
 with parts passed from Python: ``klvae.load(run, encoder=...)``)."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +20,8 @@ from klvae.kl import kl
 from klvae.models.conditional import condition_of
 from klvae.run import RunDir
 from klvae.samplers import SAMPLERS, FittedSampler, sampler_config
-from klvae.samplers.codes import aggregate_kl, encode_codes
-from klvae.samplers.stored import class_key
+from klvae.samplers.fitting import fit_densities
 
-DRAW_TIMING = 10_000  # codes drawn to time a fitted sampler
-TRAIN_NLL_CODES = 5_000  # training codes (of each class) whose NLL shows how far a sampler overfits
-TEST_NLL_CODES = 10_000  # test codes (of each class) whose NLL judges a sampler (MOSES's test set has 176k)
 TRAVERSE_POINTS = 1000  # points whose mean KL per dimension orders the traversal's rows
 
 
@@ -110,8 +105,8 @@ def fit_sampler(run_dir: str | Path, sampler: str = "gmm", name: str | None = No
     to the codes of the run's training set — one density per class for a conditional run — and
     keep it in RUN/samplers/<name> (default: the sampler's name). Returns (and stores) its report:
     fit and draw seconds, the NLL of the first 10,000 test codes and of the first 5,000 training
-    codes (nats per code; a bound where the density has none exact), beside the prior's, and KL(q(z) || p) against the test set's
-    aggregated posterior, beside the prior's."""
+    codes (nats per code; a bound where the density has none exact) and, for an unconditional run,
+    KL(q(z) || sampler) to the test set's aggregated posterior, each beside the prior's."""
     run = RunDir.open(run_dir)
     model = _model(run, model)
     entry = SAMPLERS[sampler]
@@ -120,46 +115,8 @@ def fit_sampler(run_dir: str | Path, sampler: str = "gmm", name: str | None = No
                          f"{', '.join(SAMPLERS.where(lambda e: e.fitted))})")
     config = sampler_config(entry, options)
     name = name or sampler
-    split = {k: split_with_labels(run.config(), k, data_dir, _vocabulary(run)) for k in ("train", "test")}
-    classes = list(range(model.num_classes)) if getattr(model, "num_classes", 0) else [None]
-    densities, report = {}, {"sampler": sampler, "codes": config.codes, "exact": entry.builder.exact}
-    sums = {"fit_seconds": 0.0, "nll_train": 0.0, "nll_test": 0.0, "prior_nll_test": 0.0, "n_train": 0, "n_test": 0}
-    scored_train = 0
-    for label in classes:
-        codes = {}
-        for k, (x, labels) in split.items():
-            keep = torch.arange(len(x)) if label is None else torch.nonzero(labels == label)[:, 0]
-            keep = keep[:TEST_NLL_CODES] if k == "test" else keep
-            y = None if label is None else labels[keep]
-            codes[k] = (encode_codes(model, x[keep], y, config.codes, config.seed), y)
-        if len(codes["train"][0]) == 0:
-            continue
-        density = entry.builder(codes["train"][0].shape[1], config)
-        fit = density.fit(codes["train"][0])
-        densities[class_key(label)] = density
-        z_test, y_test = codes["test"]
-        prior = model.prior(y_test.to(next(model.parameters()).device)) if y_test is not None else model.prior()
-        n_train, n_test = len(codes["train"][0]), len(z_test)
-        sums["fit_seconds"] += fit["seconds"]
-        sums["nll_train"] -= density.log_prob(codes["train"][0][:TRAIN_NLL_CODES]).sum().item()
-        sums["nll_test"] -= density.log_prob(z_test).sum().item()
-        sums["prior_nll_test"] -= prior.log_prob(z_test.to(next(model.parameters()).device)).sum().item()
-        sums["n_train"], sums["n_test"] = sums["n_train"] + n_train, sums["n_test"] + n_test
-        scored_train += min(n_train, TRAIN_NLL_CODES)
-    sums["nll_train"] /= max(scored_train, 1)
-    for k in ("nll_test", "prior_nll_test"):
-        sums[k] /= max(sums["n_test"], 1)
-    report |= sums
-    density = densities[class_key(None)] if len(classes) == 1 else None
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        start = time.perf_counter()
-        next(iter(densities.values())).sample(DRAW_TIMING)
-        report["sample_seconds_10k"] = time.perf_counter() - start
-    if density is not None:  # KL to the test set's aggregated posterior (unconditional runs)
-        x_test = split["test"][0]
-        report["kl_aggregate"] = aggregate_kl(model, x_test, density.log_prob, config.seed)
-        report["prior_kl_aggregate"] = aggregate_kl(model, x_test, lambda z: model.prior().log_prob(z), config.seed)
+    train, test = (split_with_labels(run.config(), k, data_dir, _vocabulary(run)) for k in ("train", "test"))
+    densities, report = fit_densities(model, entry, config, train, test)
     run.save_sampler(FittedSampler(name, sampler, densities, report))
     return {"name": name, **report}
 
