@@ -23,7 +23,9 @@ from collections.abc import Callable, Iterable
 from types import ModuleType
 from typing import Any
 
+from klvae.data.properties import PROPERTIES
 from klvae.data.registry import DATASETS, register_dataset
+from klvae.data.text import TOKENIZERS
 from klvae.errors import KlvaeError
 from klvae.samplers import SAMPLERS
 from klvae.latents import LATENTS, LatentFamily
@@ -41,7 +43,8 @@ from klvae.schedules import SCHEDULES, register_schedule
 ENTRY_POINT_GROUP = "klvae.plugins"
 REGISTRIES: dict[str, Registry] = {
     "model": MODELS, "latent": LATENTS, "prior": PRIORS, "likelihood": LIKELIHOODS, "net": NETS, "decoder": DECODERS,
-    "objective": OBJECTIVES, "kl_schedule": SCHEDULES, "data": DATASETS, "sampler": SAMPLERS,
+    "objective": OBJECTIVES, "kl_schedule": SCHEDULES, "data": DATASETS, "tokenizer": TOKENIZERS,
+    "property": PROPERTIES, "sampler": SAMPLERS,
 }
 _loaded: set[str] = set()
 
