@@ -62,7 +62,7 @@ def test_molecules_of_a_class_report_the_property_and_the_share_in_its_bin(run):
     assert r["class"] == "logp-q2" and r["n"] == 60 and 0 <= r["valid"] <= 1
     if r["valid"] > 0:
         assert 0 <= r["in_class"] <= 1 and np.isfinite(r["logp_mean"])
-    assert (run / "molecules_class1.json").is_file()
+    assert (run / "molecules_class1.json").is_file()  # molecules_from-<sampler>_class1.json from another sampler
     printed = cli("molecules", run, "-n", 20, "--class", "0", "--reference-size", 50)
     assert printed.rc == 0 and "of class logp-q1" in printed.out
 

@@ -209,7 +209,8 @@ def molecules(run_dir: str | Path, n: int = 30_000, seed: int = 0, source: str =
     subsampled to ``reference_size``, seeded; 0: whole); novelty against the run's training
     SMILES. ``label``: a conditional run's class (e.g. logp-q3); when the classes are bins of a
     property, the result adds the property's mean over the valid samples and the share of them
-    in the class's bin. Written to molecules.json in the run."""
+    in the class's bin. Written to molecules.json in the run (molecules_from-<sampler>_class<C>.json
+    for another sampler and a class)."""
     from klvae.data.properties import property_values
     from klvae.evaluation.molecules import moses_metrics
 
@@ -241,7 +242,8 @@ def molecules(run_dir: str | Path, n: int = 30_000, seed: int = 0, source: str =
     result = {"n": n, "source": source, "seed": seed,
               "class": None if wanted is None else (codec.label_names[wanted] if codec.label_names else wanted),
               "reference_size": {k: len(v) for k, v in refs.items()}, **metrics}
-    run.save_result("molecules" if wanted is None else f"molecules_class{wanted}", result)
+    run.save_result("molecules" + ("" if source == "prior" else f"_from-{source}")
+                    + ("" if wanted is None else f"_class{wanted}"), result)
     return result
 
 
