@@ -158,6 +158,8 @@ def cmd_fit_sampler(args: argparse.Namespace) -> None:
           f"{r['nll_train']:.3f}")
     if "kl_aggregate" in r:
         print(f"  KL(q(z) || sampler){bound}  {r['kl_aggregate']:9.3f} nats (the prior's: {r['prior_kl_aggregate']:.3f})")
+    elif "prior_kl_aggregate" in r:
+        print(f"  KL(q(z) || prior)  {r['prior_kl_aggregate']:9.3f} nats (a sampler's own needs --codes sample)")
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
