@@ -37,6 +37,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--n", type=int, default=10_000, help="samples scored per sampler")
     parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS))
+    parser.add_argument("--codes", default="mean", choices=("mean", "sample"),
+                        help="what the samplers are fitted to (sample: the KL to q(z) is reported too)")
+    parser.add_argument("--no-quality", action="store_true", help="the densities' figures only: no samples scored")
     parser.add_argument("--out", default="runs/bench-samplers")
     args = parser.parse_args()
     table = {}
@@ -52,9 +55,16 @@ def main() -> None:
             if name == "prior":
                 fit = {}
             elif not options:  # a variant reuses the sampler fitted just before
-                fit = fit_sampler(run, name, data_dir=args.data_dir)
+                fit = fit_sampler(run, name, name=f"{name}-{args.codes}", data_dir=args.data_dir, codes=args.codes)
+            if args.no_quality:
+                if name != "prior" and not options:
+                    rows[label] = fit
+                    print(f"{data:14s} {label:16s} " + "  ".join(f"{k} {v:.3f}" for k, v in fit.items()
+                                                                if isinstance(v, float)), flush=True)
+                continue
             t0 = time.perf_counter()
-            x = sample(run, args.n, seed=1, source=name, data_dir=args.data_dir, sampler_options=options)
+            source = name if name == "prior" else f"{name}-{args.codes}"
+            x = sample(run, args.n, seed=1, source=source, data_dir=args.data_dir, sampler_options=options)
             seconds = time.perf_counter() - t0  # draw 10,000 codes and decode them
             q = sample_quality(x, data, args.data_dir).to_dict()
             rows[label] = {**{k: fit.get(k) for k in ("nll_test", "prior_nll_test", "kl_aggregate",
@@ -67,7 +77,7 @@ def main() -> None:
                                                         if isinstance(v, float)), flush=True)
         table[data] = rows
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "bench_samplers.json").write_text(json.dumps(table, indent=2))
+    (Path(args.out) / f"bench_samplers_{args.codes}.json").write_text(json.dumps(table, indent=2))
 
 
 if __name__ == "__main__":
