@@ -178,6 +178,17 @@ class RunDir:
     def sampler_names(self) -> list[str]:
         return sorted(p.stem for p in self.file(SAMPLERS_DIR).glob("*.json"))
 
+    def sampler_reports(self) -> dict[str, dict]:
+        """What each fitted sampler's fit reported, by name (its JSON only; no tensors loaded)."""
+        out = {}
+        for name in self.sampler_names():
+            path = self.file(SAMPLERS_DIR) / f"{name}.json"
+            try:
+                out[name] = dict(json.loads(path.read_text())["report"])
+            except (ValueError, KeyError, TypeError) as err:
+                raise KlvaeError(f"{path} is damaged ({_first_line(err)}); fit it again (klvae fit-sampler)") from None
+        return out
+
     def sampler(self, name: str) -> FittedSampler | None:
         """The fitted sampler ``name`` (None when the run has none of that name), rebuilt from its
         registered entry and its tensors."""

@@ -166,3 +166,9 @@ def test_fit_sampler_from_python_takes_options_as_values(run):
     assert report["name"] == "py" and json.loads((run / "samplers" / "py.json").read_text())["config"]["covariance"] == "diag"
     with pytest.raises(Exception, match="takes no --epochs"):
         fit_sampler(run, "gmm", epochs=3)
+
+
+def test_the_report_shows_each_fitted_sampler(run, report):
+    assert cli("report", run).rc == 0
+    page = (run / "report.html").read_text()
+    assert "Fitted sampler gmm" in page and "nll_test" in page and "sample_seconds_10k" in page

@@ -149,6 +149,9 @@ def evaluation_sections(run: RunDir) -> list[str]:
     for name, result in run.results("molecules", command="molecules").items():
         of_class = f" of class {html.escape(str(result['class']))}" if result.get("class") is not None else ""
         parts += [f"<h2>MOSES metrics of sampled molecules{of_class}</h2>", _table(result)]
+    for name, fit in run.sampler_reports().items():
+        parts += [f"<h2>Fitted sampler {html.escape(name)} (klvae sample --from {html.escape(name)})</h2>",
+                  _note("NLL per code in nats; a bound where exact is False"), _table(fit)]
     return parts
 
 
