@@ -132,7 +132,7 @@ def sample_parser(sub) -> None:
     p.add_argument("--sampling-steps", dest="steps", type=int, default=argparse.SUPPRESS,
                    help="a diffusion sampler: denoising steps (default: its fit's)")
     p.add_argument("--sampling", dest="method", choices=("ancestral", "ddim"), default=argparse.SUPPRESS,
-                   help="a diffusion sampler: ancestral (DDPM) or DDIM steps (default: its fit's)")
+                   help="a diffusion sampler: how it steps; choices: ancestral (DDPM), ddim (DDIM) (default: its fit's)")
     p.add_argument("--class", dest="label", default=None, metavar="C",
                    help="a conditional run (--condition label): draw from p(z|y=C) and decode with y=C; a class "
                         "index, or its name for a text run (e.g. noun)")

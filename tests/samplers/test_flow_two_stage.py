@@ -182,3 +182,15 @@ def test_a_bad_k_a_diverging_fit_and_a_broken_state_are_one_line_errors(toy, mon
     for density in (TwoStageDensity(2, TwoStageConfig(hidden=[8])), FlowDensity(2, FlowConfig(hidden=[8]))):
         with pytest.raises(KlvaeError, match=r"loss became (nan|inf) in epoch 1; refit with a lower --lr \(now 0.001\)"):
             density.fit(toy.train[:1024])
+
+
+def test_building_a_flow_leaves_torchs_argument_validation_as_it_was():
+    """zuko turns torch's default argument validation off when imported; klvae puts it back."""
+    from torch.distributions import Distribution, Normal
+
+    before = Distribution._validate_args
+    FlowDensity(2, FlowConfig(transforms=1, hidden=[4]))
+    assert Distribution._validate_args == before
+    if before:
+        with pytest.raises(ValueError):
+            Normal(torch.zeros(1), -torch.ones(1))

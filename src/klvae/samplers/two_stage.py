@@ -80,12 +80,12 @@ class TwoStageDensity(CodeDensity):
     def posterior(self, u: torch.Tensor) -> Independent:
         """q(v|u): batch (N,), event (D,)."""
         loc, scale = self.encoder(u).chunk(2, -1)
-        return Independent(Normal(loc, F.softplus(scale) + MIN_SCALE), 1)
+        return Independent(Normal(loc, F.softplus(scale) + MIN_SCALE, validate_args=False), 1)  # checked by finite()
 
     def likelihood(self, v: torch.Tensor) -> Independent:
         """p(u|v): batch v.shape[:-1], event (D,)."""
         loc = self.decoder(v)
-        return Independent(Normal(loc, (0.5 * self.log_gamma).exp().expand_as(loc)), 1)
+        return Independent(Normal(loc, (0.5 * self.log_gamma).exp().expand_as(loc), validate_args=False), 1)
 
     def prior(self) -> Independent:
         zero = self.log_gamma.new_zeros(self.dim)
