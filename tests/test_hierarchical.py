@@ -157,6 +157,11 @@ def test_a_two_layer_run_trains_evaluates_samples_and_reloads(tmp_path, objectiv
     assert TrainConfig.from_yaml(run / "config.yaml").latent_dim == 12
     result = klvae.evaluate(run, iwae_k=50)
     assert result["nll_iwae"] < -result["elbo"] and len(result["kl_per_dim"]) == 12
+    # per layer: the KLs sum to the total (and to the per-dimension KLs of the layer), the active
+    # units to the whole latent's, in Burda et al.'s "a+b" form
+    assert sum(result["kl_per_layer"]) == pytest.approx(result["kl"], rel=1e-6, abs=1e-6)
+    assert result["kl_per_layer"][0] == pytest.approx(sum(result["kl_per_dim"][:8]), rel=1e-5, abs=1e-5)
+    assert len(result["active_units_per_layer"]) == 2 and sum(result["active_units_per_layer"]) == result["active_units"]
     model = klvae.load(run)
     assert isinstance(model, HierarchicalVAE) and model.spec.latent_dims == [8, 4]
     x = split_data(TrainConfig.from_yaml(run / "config.yaml"), "test")[:6]

@@ -84,7 +84,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"  reconstruction  {r['recon']:10.3f}")
     print(f"  KL              {r['kl']:10.3f}")
     print(f"  NLL (IWAE, K={r['iwae_k']}) {r['nll_iwae']:8.3f} ± {r['nll_iwae_se']:.3f}")
-    print(f"  active units    {r['active_units']:10d}")
+    print(f"  active units    {r['active_units']:10d}"
+          + (f" ({'+'.join(map(str, r['active_units_per_layer']))}, layers bottom to top; KL per layer "
+             f"{', '.join(f'{k:.2f}' for k in r['kl_per_layer'])})" if "active_units_per_layer" in r else ""))
     if "ppl" in r:  # token rows: perplexity per token, <eos> included
         print(f"  perplexity      {r['ppl']:10.2f} (IWAE; {r['ppl_elbo']:.2f} by the ELBO), "
               f"{r['tokens_per_row']:.2f} tokens per row")

@@ -59,7 +59,7 @@ def evaluate_model(model, x: torch.Tensor, iwae_k: int = 1000, batch_size: int |
     ``elbo_se`` and ``nll_iwae_se`` are the standard errors of the two means over data points.
     ``condition``: the labels (N,) of x for a conditional model; the bounds are then on log p(x|y)."""
     sums = torch.zeros(6, dtype=torch.float64)  # elbo, recon, kl, log p(x), elbo^2, log p(x)^2
-    per_dim, locs, off = None, [], []
+    per_dim, per_layer, locs, off = None, None, [], []
     for terms, log_px in batched_terms(model, x, iwae_k, batch_size, seed, condition):
         e, lp = terms.elbo.double(), log_px.double()
         sums += torch.stack([e.sum(), terms.recon.double().sum(), terms.kl.double().sum(), lp.sum(),
@@ -67,6 +67,9 @@ def evaluate_model(model, x: torch.Tensor, iwae_k: int = 1000, batch_size: int |
         if terms.kl_per_dim is not None:
             part = terms.kl_per_dim.sum(0).double().cpu()
             per_dim = part if per_dim is None else per_dim + part
+        if getattr(terms, "kl_per_layer", None) is not None:  # a hierarchy: (N, L), bottom to top
+            part = terms.kl_per_layer.sum(0).double().cpu()
+            per_layer = part if per_layer is None else per_layer + part
         locs.append(terms.q.mean.cpu())
         if (part := off_fraction(terms.q)) is not None:
             off.append(part.cpu())
@@ -79,6 +82,11 @@ def evaluate_model(model, x: torch.Tensor, iwae_k: int = 1000, batch_size: int |
               "active_units": active_units(torch.cat(locs)), "n": n}
     if per_dim is not None:
         result["kl_per_dim"] = (per_dim / n).tolist()
+    if per_layer is not None:  # Burda et al.'s "16+5": each layer's active units, and its KL
+        sizes = torch.tensor(model.dims).cumsum(0).tolist()  # the layers' sizes, bottom to top
+        activity = torch.cat(locs)
+        result["kl_per_layer"] = (per_layer / n).tolist()
+        result["active_units_per_layer"] = [active_units(activity[:, a:b]) for a, b in zip([0, *sizes[:-1]], sizes)]
     if off:
         result["off_fraction"] = torch.cat(off).mean().item()  # spike-and-slab: dimensions switched off
     if is_token_rows(x):
