@@ -16,6 +16,13 @@ def positive_int(owner: Any, *names: str) -> None:
             raise KlvaeError(f"{name} must be a positive integer; got {value!r}")
 
 
+def int_at_least(owner: Any, least: int, *names: str) -> None:
+    for name in names:
+        value = getattr(owner, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise KlvaeError(f"{name} must be at least {least} (an integer); got {value!r}")
+
+
 def non_negative_int(owner: Any, *names: str) -> None:
     for name in names:
         value = getattr(owner, name)

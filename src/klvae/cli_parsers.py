@@ -23,25 +23,28 @@ def _choices(meta: dict) -> str:
     return f"; choices: {', '.join(listed)}" if listed else ""
 
 
-def _add_option(group, key: str, section: str, f) -> None:
-    """One flag of `klvae train`, generated from a config field: its help, choices and default."""
+def _add_option(group, key: str, f, owner: str = "", default: Any = None) -> None:
+    """One flag generated from a config field: its help (after ``owner``, e.g. "[--model hvae] "),
+    choices and default (``default``: its text, when not the field's own); a bool becomes
+    --flag / --no-flag, a list takes several values."""
     from klvae.config_sections import default_of
 
-    flag = "--" + key.replace("_", "-")
-    kind = str(f.type)
-    owner = ""
-    if section == "model":
-        from klvae.models import MODELS
-
-        owners = [e.name for e in MODELS.entries() if key in {g.name for g in e.config.options()}]
-        owner = "" if len(owners) in (0, len(MODELS)) else f"[--model {'/'.join(owners)}] "
-    text = f"{owner}{f.metadata.get('help', '')}{_choices(f.metadata)} (default: {default_of(f)})".replace("%", "%%")
+    flag, kind = "--" + key.replace("_", "-"), str(f.type)
+    shown = default_of(f) if default is None else default
+    text = f"{owner}{f.metadata.get('help', '')}{_choices(f.metadata)} (default: {shown})".replace("%", "%%")
     if kind == "bool":
-        group.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
-    elif kind.startswith("list["):
-        group.add_argument(flag, nargs="+", default=argparse.SUPPRESS, metavar=key.upper(), help=text)
+        group.add_argument(flag, dest=key, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
     else:
-        group.add_argument(flag, default=argparse.SUPPRESS, metavar=key.upper(), help=text)
+        group.add_argument(flag, dest=key, nargs="+" if kind.startswith("list[") else None, default=argparse.SUPPRESS,
+                           metavar=key.upper(), help=text)
+
+
+def _model_owner(key: str) -> str:
+    """"[--model a/b] " when only some models take the option ``key``."""
+    from klvae.models import MODELS
+
+    owners = [e.name for e in MODELS.entries() if key in {g.name for g in e.config.options()}]
+    return "" if len(owners) in (0, len(MODELS)) else f"[--model {'/'.join(owners)}] "
 
 
 def train_parser(sub) -> None:
@@ -57,7 +60,7 @@ def train_parser(sub) -> None:
     for key, (section, f) in flat_keys().items():
         if section not in groups:
             groups[section] = p.add_argument_group(f"{section} options")
-        _add_option(groups[section], key, section, f)
+        _add_option(groups[section], key, f, _model_owner(key) if section == "model" else "")
 
 
 def plugin_option(p) -> None:
@@ -157,18 +160,11 @@ def fit_sampler_parser(sub) -> None:
         f"{e.name}: {e.description}" for e in SAMPLERS.entries() if e.fitted) + " (default: gmm)")
     p.add_argument("--name", default=None, help="keep it as RUN/samplers/NAME.* (default: the sampler's name)")
     for key, owners in sampler_options().items():
-        f = next(iter(owners.values()))
         owner = "" if len(owners) == len(fitted) else f"[--sampler {'/'.join(owners)}] "
         defaults = {name: default_of(g) for name, g in owners.items()}
-        default = (next(iter(defaults.values())) if len(set(map(str, defaults.values()))) == 1
-                   else ", ".join(f"{name} {value}" for name, value in defaults.items()))
-        text = f"{owner}{f.metadata.get('help', '')}{_choices(f.metadata)} (default: {default})".replace("%", "%%")
-        flag, kind = "--" + key.replace("_", "-"), str(f.type)
-        if kind == "bool":
-            p.add_argument(flag, dest=key, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
-        else:
-            p.add_argument(flag, dest=key, default=argparse.SUPPRESS, metavar=key.upper(),
-                           nargs="+" if kind.startswith("list[") else None, help=text)
+        default = None if len(set(map(str, defaults.values()))) == 1 else ", ".join(
+            f"{name} {value}" for name, value in defaults.items())  # each sampler's where they differ
+        _add_option(p, key, next(iter(owners.values())), owner, default)
     _common(p, seed=False)
 
 

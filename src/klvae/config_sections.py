@@ -57,8 +57,7 @@ class DataConfig:
         checks.boolean(self, "download")
         checks.int_list(self, "exclude_labels", "class labels like [3]", allow_empty=True, least=-2**62)
         checks.positive_int(self, "vocab_size", "max_length")
-        if not isinstance(self.label_bins, int) or isinstance(self.label_bins, bool) or self.label_bins < 2:
-            raise KlvaeError(f"label_bins must be an integer of at least 2; got {self.label_bins!r}")
+        checks.int_at_least(self, 2, "label_bins")
         checks.non_negative_int(self, "train_limit")
         if self.vocab_size < len(SPECIALS) + 1:
             raise KlvaeError(f"vocab_size must leave room for a token beside the {len(SPECIALS)} specials; got "

@@ -164,16 +164,24 @@ class RunDir:
     def save_sampler(self, fitted: FittedSampler) -> None:
         """samplers/<name>.safetensors (every density's tensors, keyed "<all|classC>.<tensor>") and
         then samplers/<name>.json (the entry, the options, the fit's report): no pickle."""
-        _check_sampler_name(fitted.name)
         first = next(iter(fitted.densities.values()))
         state = {f"{key}.{k}": v.detach().cpu().contiguous() for key, d in fitted.densities.items()
                  for k, v in d.state_dict().items()}
-        folder = self.file(SAMPLERS_DIR)
-        folder.mkdir(exist_ok=True)
-        atomic_write(folder / f"{fitted.name}.safetensors", save(state))
-        atomic_write(folder / f"{fitted.name}.json", json.dumps(
+        tensors, meta = self._sampler_files(fitted.name)
+        tensors.parent.mkdir(exist_ok=True)
+        atomic_write(tensors, save(state))
+        atomic_write(meta, json.dumps(
             {"sampler": fitted.sampler, "dim": first.dim, "config": first.config.to_dict(),
              "densities": list(fitted.densities), "report": fitted.report}, indent=2))
+
+    def _sampler_files(self, name: str) -> tuple[Path, Path]:
+        """samplers/<name>.safetensors and samplers/<name>.json (a name that is not a plain file
+        name is a KlvaeError)."""
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            raise KlvaeError(f"a sampler's name must be letters, digits, '_', '.' or '-' (it names its files); got "
+                             f"{name!r}")
+        folder = self.file(SAMPLERS_DIR)
+        return folder / f"{name}.safetensors", folder / f"{name}.json"
 
     def sampler_names(self) -> list[str]:
         return sorted(p.stem for p in self.file(SAMPLERS_DIR).glob("*.json"))
@@ -182,7 +190,7 @@ class RunDir:
         """What each fitted sampler's fit reported, by name (its JSON only; no tensors loaded)."""
         out = {}
         for name in self.sampler_names():
-            path = self.file(SAMPLERS_DIR) / f"{name}.json"
+            path = self._sampler_files(name)[1]
             try:
                 out[name] = dict(json.loads(path.read_text())["report"])
             except (ValueError, KeyError, TypeError) as err:
@@ -192,15 +200,14 @@ class RunDir:
     def sampler(self, name: str) -> FittedSampler | None:
         """The fitted sampler ``name`` (None when the run has none of that name), rebuilt from its
         registered entry and its tensors."""
-        _check_sampler_name(name)
-        path = self.file(SAMPLERS_DIR) / f"{name}.json"
+        tensors, path = self._sampler_files(name)
         if not path.is_file():
             return None
         try:
             meta = json.loads(path.read_text())
             entry = SAMPLERS[str(meta["sampler"])]
             config = entry.builder.config_class(**meta["config"])
-            state = load_file(str(path.with_suffix(".safetensors")))
+            state = load_file(str(tensors))
             densities = {}
             for key in meta["densities"]:
                 densities[key] = entry.builder(int(meta["dim"]), config)
@@ -284,11 +291,6 @@ class RunDir:
     def pictures(self, names: tuple[str, ...]) -> dict[str, bytes]:
         """The PNG files among ``names`` that the run holds."""
         return {name: self.file(name).read_bytes() for name in names if self.file(name).is_file()}
-
-
-def _check_sampler_name(name: str) -> None:
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-        raise KlvaeError(f"a sampler's name must be letters, digits, '_', '.' or '-' (it names its files); got {name!r}")
 
 
 def _first_line(err: BaseException) -> str:

@@ -70,12 +70,7 @@ def sample(run_dir: str | Path, n: int = 64, seed: int = 0, source: str = "prior
     noun); :func:`texts` reads them."""
     run = RunDir.open(run_dir)
     model = _model(run, model)
-    label = _index_or_text(label) if label is not None else None
-    if isinstance(label, str):
-        codec = run.vocabulary()
-        if codec is None:
-            raise KlvaeError(f"--class must be a class index for a run on arrays; got {label!r}")
-        label = codec.label(label)
+    label = _class_index(run, label)
     check_class(model, run_dir, label)
     latent = None
     if source not in SAMPLERS or SAMPLERS[source].fitted:
@@ -84,6 +79,17 @@ def sample(run_dir: str | Path, n: int = 64, seed: int = 0, source: str = "prior
         raise KlvaeError(f"sampling options ({', '.join(sampler_options)}) are a fitted sampler's; --from {source} "
                          "takes none")
     return sample_model(model, n, seed, condition=label, latent=latent, decoding=decoding)
+
+
+def _class_index(run: RunDir, label: int | str | None) -> int | None:
+    """A class given as an index (an int or a string of digits) or, for a text run, by name."""
+    label = _index_or_text(label) if label is not None else None
+    if not isinstance(label, str):
+        return label
+    codec = run.vocabulary()
+    if codec is None:
+        raise KlvaeError(f"--class must be a class index for a run on arrays; got {label!r}")
+    return codec.label(label)
 
 
 def fitted_sampler(run: RunDir, name: str):
@@ -221,8 +227,7 @@ def molecules(run_dir: str | Path, n: int = 30_000, seed: int = 0, source: str =
                          "metrics score molecules")
     if n < 2 or reference_size < 0:
         raise KlvaeError(f"-n must be at least 2 and --reference-size at least 0; got {n}, {reference_size}")
-    wanted = None if label is None else _index_or_text(label)
-    wanted = codec.label(wanted) if isinstance(wanted, str) else wanted
+    wanted = _class_index(run, label)
     config = run.config()
     data = config.data.load(config.trainer.seed, data_dir, codec.vocabulary)
     rows = sample(run_dir, n, seed, source, label=wanted, model=model, data_dir=data_dir, decoding="sample")

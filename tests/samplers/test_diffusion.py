@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from conftest import LOG_2PI, moments_close
+from sampler_toys import LOG_2PI, moments_close
 from klvae.errors import KlvaeError
 from klvae.samplers.diffusion import DiffusionConfig, DiffusionDensity, betas
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load, save
 
-from conftest import moments_close
+from sampler_toys import moments_close
 from klvae.errors import KlvaeError
 from klvae.samplers.flow import FlowConfig, FlowDensity
 from klvae.samplers.two_stage import TwoStageConfig, TwoStageDensity

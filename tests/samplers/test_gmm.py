@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import moments_close
+from sampler_toys import moments_close
 from klvae.errors import KlvaeError
 from klvae.samplers import SAMPLERS, GMMConfig, GMMDensity
 

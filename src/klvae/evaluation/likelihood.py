@@ -70,23 +70,22 @@ def evaluate_model(model, x: torch.Tensor, iwae_k: int = 1000, batch_size: int |
         if getattr(terms, "kl_per_layer", None) is not None:  # a hierarchy: (N, L), bottom to top
             part = terms.kl_per_layer.sum(0).double().cpu()
             per_layer = part if per_layer is None else per_layer + part
+            layer_dims = terms.layer_dims
         locs.append(terms.q.mean.cpu())
         if (part := off_fraction(terms.q)) is not None:
             off.append(part.cpu())
     if not torch.isfinite(sums).all():
         raise KlvaeError("evaluation produced NaN/Inf; the model or the data hold non-finite values, retrain or check the data")
-    n = len(x)
+    n, activity = len(x), torch.cat(locs)
     result = {"elbo": sums[0].item() / n, "recon": sums[1].item() / n, "kl": sums[2].item() / n,
               "nll_iwae": -sums[3].item() / n, "iwae_k": iwae_k,
               "elbo_se": _standard_error(sums[0], sums[4], n), "nll_iwae_se": _standard_error(sums[3], sums[5], n),
-              "active_units": active_units(torch.cat(locs)), "n": n}
+              "active_units": active_units(activity), "n": n}
     if per_dim is not None:
         result["kl_per_dim"] = (per_dim / n).tolist()
     if per_layer is not None:  # Burda et al.'s "16+5": each layer's active units, and its KL
-        sizes = torch.tensor(model.dims).cumsum(0).tolist()  # the layers' sizes, bottom to top
-        activity = torch.cat(locs)
         result["kl_per_layer"] = (per_layer / n).tolist()
-        result["active_units_per_layer"] = [active_units(activity[:, a:b]) for a, b in zip([0, *sizes[:-1]], sizes)]
+        result["active_units_per_layer"] = [active_units(z_l) for z_l in activity.split(list(layer_dims), -1)]
     if off:
         result["off_fraction"] = torch.cat(off).mean().item()  # spike-and-slab: dimensions switched off
     if is_token_rows(x):

@@ -10,7 +10,7 @@ safetensors, rebuilt from its config's JSON: no pickle).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
@@ -36,10 +36,6 @@ class SamplerConfig:
         checks.declared_choices(self)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise KlvaeError(f"seed must be an integer; got {self.seed!r}")
-
-    @classmethod
-    def options(cls) -> list:
-        return list(fields(cls))
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -62,8 +62,7 @@ class DiffusionConfig(SamplerConfig):
         checks.non_negative_int(self, "sampling_steps", "elbo_steps")
         checks.within(self, "lr", 0, 1)
         checks.within(self, "eta", 0, 1, "[]")
-        if self.timesteps < 2:
-            raise KlvaeError(f"timesteps must be at least 2; got {self.timesteps}")
+        checks.int_at_least(self, 2, "timesteps")
         if self.sampling_steps > self.timesteps:
             raise KlvaeError(f"sampling_steps must be at most timesteps ({self.timesteps}); got {self.sampling_steps}")
 
