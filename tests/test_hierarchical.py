@@ -55,7 +55,7 @@ def test_analytic_layer_kl_matches_monte_carlo_given_the_layer_above(residual):
     model, x = tiny(residual), data(4)
     bottom_up = list(model.encoder_output(x).split([6, 4], -1))
     with torch.no_grad():
-        for level, z, q, p in model.walk(bottom_up, torch.Size([20000])):
+        for level, z, q, p, _ in model.walk(bottom_up, torch.Size([20000])):
             analytic = kl(q, p, "analytic").value  # (S, N): given each drawn z_{l+1}
             draws = q.sample()  # a fresh z_l given the same z_{l+1}
             mc = q.log_prob(draws) - p.log_prob(draws)

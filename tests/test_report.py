@@ -23,7 +23,7 @@ from helpers import assert_user_error, cli, read_png
 from klvae.config import TrainConfig
 from klvae.report import plots
 from klvae.report.html import FIGURES, PICTURES, write_report
-from klvae.run import load_config, save_config, write_metrics
+from klvae.run import load_config, read_metrics, save_config, write_metrics
 
 LATENT = 4
 EPOCHS = 6
@@ -181,13 +181,31 @@ def test_report_command_on_a_trained_run_prints_the_path_and_embeds_its_panels(t
     assert page.classes["verdict"].split()[-1] in ("collapsed", "healthy")
 
 
-@pytest.mark.parametrize("alt", [*FIGURES.values(), *(c for _, c in PICTURES)])
+FLAT = [alt for key, alt in FIGURES.items() if key != "kl_layers"]  # a hierarchy's panel: tested below
+
+
+@pytest.mark.parametrize("alt", [*FLAT, *(c for _, c in PICTURES)])
 def test_each_panel_is_an_embedded_png_of_a_sane_size(collapsed_page, alt):
     assert alt in collapsed_page.images, f"{alt!r} missing from {sorted(collapsed_page.images)}"
     width, height = decode(collapsed_page.images[alt]["src"]).size
     assert 50 <= width <= 3000 and 50 <= height <= 3000
     if alt in FIGURES.values():
         assert width >= 600  # a figure is drawn 10 inches wide at 100 dpi
+
+
+def test_a_hierarchys_report_draws_the_kl_of_each_layer_over_the_epochs(tmp_path):
+    run = klvae.fit({"data": "digits", "model": "hvae", "latent_dims": [4, 2], "epochs": 2, "progress": False,
+                     "out": str(tmp_path / "hvae")})
+    rows = read_metrics(run)
+    assert {"kl_layer_0", "kl_layer_1"} <= set(rows[-1])
+    write_report(run)
+    page = Page((run / "report.html").read_text())
+    assert FIGURES["kl_layers"] in page.images
+    assert decode(page.images[FIGURES["kl_layers"]]["src"]).size[0] >= 600
+
+
+def test_a_flat_models_report_has_no_layer_panel(collapsed_page):
+    assert FIGURES["kl_layers"] not in collapsed_page.images
 
 
 def test_page_is_self_contained(collapsed_run, collapsed_page):
@@ -327,7 +345,7 @@ def rendered(collapsed_run, tmp_path_factory) -> tuple[Page, np.ndarray]:
 @needs_chromium
 def test_chromium_decodes_every_embedded_image_at_its_png_size(rendered, collapsed_page):
     dom, _ = rendered
-    expected = {*FIGURES.values(), *(c for _, c in PICTURES)}
+    expected = {*FLAT, *(c for _, c in PICTURES)}
     assert set(dom.images) == expected
     for alt, attrs in dom.images.items():
         width, height = decode(collapsed_page.images[alt]["src"]).size

@@ -85,6 +85,41 @@ def test_a_skipped_step_leaves_the_weights_and_adams_state_alone():
     guard.stop_if_tripped(2, 0)  # one bad step: no stop
 
 
+def test_gradient_skipping_skips_the_steps_whose_gradient_norm_exceeds_the_threshold_and_counts_them():
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(net.parameters(), lr=0.1, fused=True)
+    guard = NonFiniteGuard(max_bad_steps=5, skip_threshold=50.0)  # the unscaled norm is sqrt(128)
+    verdicts = []
+    for step, scale in enumerate([1.0, 100.0, 1.0, 1000.0, 1.0]):
+        before = [p.detach().clone() for p in net.parameters()]
+        opt.zero_grad()
+        loss = net(torch.ones(4, 3)).sum() * scale
+        loss.backward()
+        norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in net.parameters()])).item()
+        bad = guard.judge(loss, net.parameters(), step)
+        guarded_step(opt, bad)
+        verdicts.append(bool(bad))
+        assert bool(bad) == (norm > 50.0)
+        assert all(not torch.equal(b, p) for b, p in zip(before, net.parameters())) != bool(bad)
+    assert verdicts == [False, True, False, True, False]
+    assert guard.state_dict() == {"skipped_steps": 2, "bad_in_a_row": 0}
+    assert [int(s["step"]) for s in opt.state.values()] == [3, 3]
+
+
+def test_a_run_whose_every_gradient_is_above_the_skip_threshold_stops_naming_it(tmp_path):
+    with pytest.raises(KlvaeError, match=r"norm above --skip-threshold 1e-09 for 3 steps in a row"):
+        klvae.fit({"data": "digits", "epochs": 2, "max_bad_steps": 3, "skip_threshold": 1e-9, "progress": False,
+                   "out": str(tmp_path)})
+
+
+def test_a_run_with_gradient_skipping_counts_its_skipped_steps_in_the_metrics(tmp_path):
+    run = klvae.fit({"data": "digits", "epochs": 2, "skip_threshold": 10.0, "max_bad_steps": 100, "progress": False,
+                     "out": str(tmp_path)})
+    rows = read_metrics(run)
+    assert 0 < int(rows[-1]["skipped_steps"]) < int(rows[-1]["step"])  # the steps of the largest gradients only
+
+
 def test_early_stopping_ends_a_run_whose_validation_elbo_stops_improving(tmp_path):
     run = klvae.fit({"data": "digits", "epochs": 50, "lr": 1e-9, "patience": 2, "progress": False,
                      "out": str(tmp_path)})

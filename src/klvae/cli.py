@@ -105,7 +105,7 @@ def cmd_score(args: argparse.Namespace) -> None:
 
     report = score(args.run, args.data, args.split, args.score, args.iwae_k, args.batch_size, args.seed,
                    args.anomalous_labels, args.ood_data, args.ood_split, args.data_dir,
-                   reference_size=args.reference_size)
+                   reference_size=args.reference_size, llr_k=args.llr_k)
     out = str(atomic_write(args.out, report.to_csv())) if args.out else None
     summary = {**report.summary(), "out": out}
     if args.json:

@@ -109,6 +109,8 @@ def score_parser(sub) -> None:
                    help="scores to compute; choices: " + "; ".join(f"{k}: {v}" for k, v in SCORES.items())
                         + " (default: all)")
     p.add_argument("--iwae-k", type=int, default=100, help="importance samples of the iwae-based scores (default: 100)")
+    p.add_argument("--llr-k", nargs="+", type=int, default=None, metavar="K",
+                   help="llr: the levels k of LLR^{>k}, each 0 .. L-1 (default: 1 .. L-1)")
     p.add_argument("--anomalous-labels", nargs="+", type=int, default=None, metavar="LABEL",
                    help="the examples of these classes are the anomalies, e.g. --anomalous-labels 3")
     p.add_argument("--ood-data", default=None, metavar="NAME|PATH",

@@ -179,12 +179,19 @@ def _model_section(values: dict[str, Any], kind: str = "arrays"):
     name = values.pop("name", values.pop("model", None)) or MODELS.where(lambda e: e.get("reads", "arrays") == kind)[0]
     entry = MODELS[name]
     own = {f.name: f for f in fields(entry.config)}
+    owners: dict[str, list[str]] = {}  # option -> the other models that have it, while none holds it at its default
     for other in MODELS.entries():
-        used = [f.name for f in fields(other.config) if f.name not in own and f.name in values
-                and coerce(other.config, f.name, values[f.name]) != default_of(f)]
-        if used:
-            are = "are options" if len(used) > 1 else "is an option"
-            raise KlvaeError(f"{', '.join(used)} {are} of --model {other.name}; add --model {other.name} or drop them")
+        for f in fields(other.config):
+            if f.name in own or f.name not in values or owners.get(f.name, True) is None:
+                continue
+            owners[f.name] = None if coerce(other.config, f.name, values[f.name]) == default_of(f) else [
+                *owners.get(f.name, []), other.name]
+    used = {k: v for k, v in owners.items() if v}
+    if used:
+        first = next(iter(used.values()))[0]
+        are = "are options" if len(used) > 1 else "is an option"
+        raise KlvaeError(f"{', '.join(used)} {are} of --model {' or '.join(dict.fromkeys(sum(used.values(), [])))}; "
+                         f"add --model {first} or drop them")
     chosen = {k: coerce(entry.config, k, v) for k, v in values.items() if k in own}
     return model_config({**chosen, "name": name})
 

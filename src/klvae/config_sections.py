@@ -190,7 +190,11 @@ class TrainerConfig:
     adam_eps: float = field(default=1e-8, metadata=doc("Adam's epsilon"))
     seed: int = field(default=0, metadata=doc("seed of torch, numpy and the data split"))
     patience: int = field(default=0, metadata=doc("early stopping after this many epochs without improvement; 0: off"))
-    max_bad_steps: int = field(default=20, metadata=doc("consecutive NaN/Inf steps tolerated before the run stops"))
+    max_bad_steps: int = field(default=20, metadata=doc(
+        "consecutive skipped steps (NaN/Inf, or a gradient norm above --skip-threshold) tolerated before the run stops"))
+    skip_threshold: float = field(default=0.0, metadata=doc(
+        "skip (and count in skipped_steps) an update whose gradient 2-norm exceeds this (VDVAE's gradient "
+        "skipping); 0: off"))
     accelerator: str = field(default="auto", metadata=doc(
         "Lightning's accelerator", choices=("auto", "cpu", "gpu", "cuda", "mps", "tpu")))
     devices: str = field(default="auto", metadata=doc("auto or the number of devices"))
@@ -209,6 +213,9 @@ class TrainerConfig:
         checks.non_negative_int(self, "seed", "patience")
         checks.within(self, "lr", 0, 10)
         checks.within(self, "adam_eps", 0, 1)
+        checks.number(self, "skip_threshold")
+        if self.skip_threshold < 0:
+            raise KlvaeError(f"skip_threshold must be >= 0 (0: off); got {self.skip_threshold}")
         checks.boolean(self, "progress", "baseline")
         if self.devices != "auto" and not (str(self.devices).isdigit() and int(self.devices) > 0):
             raise KlvaeError(f"devices must be 'auto' or a positive integer; got {self.devices!r}")

@@ -1,5 +1,7 @@
-"""The non-finite guard (vdvae's ``skipped_updates``): a step whose loss or gradient is NaN/Inf is
-skipped and counted, and ``max_bad_steps`` of them in a row stop the run naming the step.
+"""The step guard (vdvae's ``skipped_updates``): a step whose loss or gradient is NaN/Inf, or whose
+gradient norm exceeds ``skip_threshold`` (VDVAE's gradient skipping, Child 2021: a rare spike of
+the gradient is dropped rather than clipped), is skipped and counted, and ``max_bad_steps`` of them
+in a row stop the run naming the step.
 
 The verdict stays on the device: one fused finite check per step gives a 0-dim flag that a fused
 optimiser (``Adam(fused=True)``) reads as ``found_inf``, as it does under AMP's GradScaler, and
@@ -21,8 +23,8 @@ class NonFiniteGuard:
     """Device-side counters of skipped steps: ``skipped`` in all, ``streak`` (bad in a row) now,
     ``tripped`` the step at which a streak reached ``max_bad_steps`` (-1: none)."""
 
-    def __init__(self, max_bad_steps: int, device: torch.device | str = "cpu"):
-        self.max_bad_steps = max_bad_steps
+    def __init__(self, max_bad_steps: int, device: torch.device | str = "cpu", skip_threshold: float = 0.0):
+        self.max_bad_steps, self.skip_threshold = max_bad_steps, skip_threshold
         self.to(torch.device(device))
 
     def to(self, device: torch.device, state: dict | None = None) -> "NonFiniteGuard":
@@ -38,12 +40,18 @@ class NonFiniteGuard:
     def judge(self, loss: torch.Tensor, parameters, step: int) -> torch.Tensor:
         """The 0-dim float flag 'this step is bad' (1.0) or not (0.0): ``loss`` or a gradient of
         ``parameters`` is not finite (one fused check per device and dtype, as AMP's GradScaler
-        does); updates the counters. No host sync."""
+        does), or the gradients' global 2-norm exceeds ``skip_threshold`` (when > 0); updates the
+        counters. No host sync."""
         bad = (~torch.isfinite(loss.detach())).float()
+        norms = []
         for grads in _grouped([p.grad for p in parameters if p.grad is not None]):
             if grads[0].device != bad.device:
                 bad = bad.to(grads[0].device)
             torch._amp_foreach_non_finite_check_and_unscale_(grads, bad, self.one(bad.device))
+            if self.skip_threshold > 0:
+                norms += [n.to(bad.device, torch.float32) for n in torch._foreach_norm(grads)]
+        if norms:
+            bad = torch.maximum(bad, (torch.linalg.vector_norm(torch.stack(norms)) > self.skip_threshold).float())
         self.skipped += bad
         self.streak = (self.streak + 1) * bad
         reached = (self.streak >= self.max_bad_steps) & (self.tripped < 0)
@@ -64,9 +72,13 @@ class NonFiniteGuard:
         tripped = int(self.tripped)
         if tripped >= 0:
             raise KlvaeError(
-                f"the loss or its gradient was NaN/Inf for {self.max_bad_steps} steps in a row (last at step "
-                f"{tripped}, epoch {epoch}); lower --lr, check the data, or raise --min-scale"
+                f"the loss or its gradient was NaN/Inf{self._spike()} for {self.max_bad_steps} steps in a row (last at "
+                f"step {tripped}, epoch {epoch}); lower --lr, check the data, or raise --min-scale"
+                + (" or --skip-threshold" if self.skip_threshold > 0 else "")
             )
+
+    def _spike(self) -> str:
+        return f" or its norm above --skip-threshold {self.skip_threshold:g}" if self.skip_threshold > 0 else ""
 
     def state_dict(self) -> dict[str, int]:
         """What a resumed run needs (host integers: one sync, at checkpoint time)."""

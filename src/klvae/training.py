@@ -55,7 +55,7 @@ class VAETask(L.LightningModule):
         self.context = ObjectiveContext(config, KLSchedule.from_config(config), dataset_size, config.free_bits,
                                         self.critic)
         self.automatic_optimization = False
-        self.guard = NonFiniteGuard(config.max_bad_steps)
+        self.guard = NonFiniteGuard(config.max_bad_steps, skip_threshold=config.skip_threshold)
         self.train_means = ColumnMeans(self.columns("train"))
         self.val_means = ColumnMeans(self.columns("val"))
         self.val_row: dict[str, float] = {}

@@ -14,7 +14,11 @@ Every score is in nats per data point and higher means more anomalous:
 - ``complexity``: NLL(x) - L(x), L(x) = ln 2 * 8 * len(zlib.compress(x as 8-bit pixels, 9)) the
   input complexity of Serrà et al. 2020 ("Input complexity and out-of-distribution detection with
   likelihood-based generative models"): a likelihood ratio against a universal compressor, so
-  simple inputs (which every model finds likely) no longer look normal for that reason alone.
+  simple inputs (which every model finds likely) no longer look normal for that reason alone;
+- hierarchies only (a model whose registry entry has ``layers``): ``kl-layer``, the KL of each
+  latent level (columns ``kl_layer_0`` .., bottom to top), and ``llr``, the likelihood ratios
+  LLR^{>k} = L(x) - L^{>k}(x) of Havtorn et al. 2021 (columns ``llr>k`` for each ``llr_k``; see
+  :mod:`klvae.evaluation.hierarchy`).
 
 Scoring follows :func:`klvae.evaluation.likelihood.evaluate_model` draw for draw: the same
 batches, the ELBO sample then the K IWAE samples per batch from ``torch.manual_seed(seed)``, and
@@ -31,8 +35,10 @@ from dataclasses import dataclass, field
 import torch
 
 from klvae.errors import KlvaeError
+from klvae.evaluation.hierarchy import likelihood_ratios
 from klvae.evaluation.likelihood import SPLITS, batched_terms, split_with_labels
 from klvae.likelihoods import LIKELIHOODS
+from klvae.models import MODELS
 from klvae.models.conditional import condition_of
 
 SCORES = {
@@ -42,7 +48,11 @@ SCORES = {
     "iwae": "-log p(x), IWAE estimate with K samples, nats",
     "typicality": "|NLL(x) - mean NLL of the training data| (Nalisnick et al. 2019b), nats",
     "complexity": "NLL(x) - zlib length of x in nats (Serrà et al. 2020), nats",
+    "kl-layer": "hierarchies: the KL of each latent layer, bottom to top (columns kl_layer_i), nats",
+    "llr": "hierarchies: LLR^{>k} = L(x) - L^{>k}(x), the lowest k layers at their prior's mode (Havtorn et al. "
+           "2021; --llr-k, columns llr>k), nats",
 }
+LAYERED = ("kl-layer", "llr")  # the scores of a hierarchy's levels
 REFERENCE_SIZE = 2000  # training points giving H for typicality: its standard error is ~0.1 nats on MNIST
 
 
@@ -57,17 +67,26 @@ def input_complexity(x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def score_model(model, x: torch.Tensor, iwae_k: int = 100, batch_size: int | None = None, seed: int = 0,
-                reference_nll: float | None = None, condition: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                reference_nll: float | None = None, condition: torch.Tensor | None = None,
+                llr_k: list[int] | None = ()) -> dict[str, torch.Tensor]:
     """Every score of x: (N, *event) -> {name: (N,) float64 nats}, higher = more anomalous.
 
     ``typicality`` only when ``reference_nll`` (H, the mean IWAE NLL of the training data) is given.
     Batches and random draws are those of ``evaluate_model`` (both read x through ``batched_terms``).
-    ``condition``: the labels (N,) of x for a conditional model (scores of log p(x|y))."""
+    ``condition``: the labels (N,) of x for a conditional model (scores of log p(x|y)). A hierarchy
+    adds ``kl_layer_i`` and, for each k of ``llr_k`` (None: 1 .. L-1), ``llr>k``."""
     parts: dict[str, list[torch.Tensor]] = {"elbo": [], "kl": [], "recon": [], "iwae": []}
+    layers = []
     for terms, log_px in batched_terms(model, x, iwae_k, batch_size, seed, condition):
         for name, value in (("elbo", -terms.elbo), ("kl", terms.kl), ("recon", -terms.recon), ("iwae", -log_px)):
             parts[name].append(value.double().cpu())
+        if getattr(terms, "kl_per_layer", None) is not None:
+            layers.append(terms.kl_per_layer.double().cpu())
     scores = {name: torch.cat(p) for name, p in parts.items()}
+    if layers:
+        scores.update({f"kl_layer_{i}": column for i, column in enumerate(torch.cat(layers).unbind(-1))})
+    if llr_k is None or llr_k:
+        scores.update({f"llr>{k}": v for k, v in likelihood_ratios(model, x, llr_k, iwae_k, batch_size, seed).items()})
     if not all(torch.isfinite(s).all() for s in scores.values()):
         raise KlvaeError("scoring produced NaN/Inf; the model or the data hold non-finite values, retrain or check the data")
     if reference_nll is not None:
@@ -91,14 +110,25 @@ def detection_metrics(scores: dict[str, torch.Tensor], anomalous: torch.Tensor) 
             for name, s in scores.items()}
 
 
-def check_scores(names: list[str] | None) -> list[str]:
-    """The requested score names in a fixed order (all when None); KlvaeError for an unknown one."""
+def check_scores(names: list[str] | None, layered: bool = False) -> list[str]:
+    """The requested score names in a fixed order (when None: all, those of a hierarchy's levels
+    only for a hierarchy, ``layered``); KlvaeError for an unknown one or a level score of a flat model."""
     if names is None:
-        return list(SCORES)
+        return [n for n in SCORES if layered or n not in LAYERED]
     unknown = [n for n in names if n not in SCORES]
     if unknown or not names:
         raise KlvaeError(f"unknown score {', '.join(map(repr, unknown)) or 'list []'}; choose from {', '.join(SCORES)}")
+    flat = [n for n in names if n in LAYERED and not layered]
+    if flat:
+        raise KlvaeError(f"score {', '.join(flat)} needs a model with latent layers (--model "
+                         f"{' or '.join(MODELS.where(lambda e: bool(e.get('layers'))))}); drop it for this run")
     return [n for n in SCORES if n in names]
+
+
+def columns(names: list[str], scores: dict[str, torch.Tensor]) -> list[str]:
+    """The score columns of the names: a level score gives one column per level or per k."""
+    prefix = {"kl-layer": "kl_layer_", "llr": "llr>"}
+    return [c for n in names for c in ([n] if n not in prefix else [c for c in scores if c.startswith(prefix[n])])]
 
 
 @dataclass
@@ -224,20 +254,24 @@ def mark_classes(scored: ScoredSet, classes: list[int]) -> torch.Tensor:
 def score(run_dir, data: str | None = None, split: str = "test", scores: list[str] | None = None,
           iwae_k: int = 100, batch_size: int | None = None, seed: int = 0,
           anomalous_labels: list[int] | None = None, ood_data: str | None = None, ood_split: str = "test",
-          data_dir: str | None = None, device: str = "cpu", reference_size: int = REFERENCE_SIZE) -> ScoreReport:
+          data_dir: str | None = None, device: str = "cpu", reference_size: int = REFERENCE_SIZE,
+          llr_k: list[int] | None = None) -> ScoreReport:
     """Score one split of ``data`` (a data set name or file; None: the run's own) with the model of
-    ``run_dir``; ``scores`` picks among :data:`SCORES` (default all).
+    ``run_dir``; ``scores`` picks among :data:`SCORES` (default all; a hierarchy's level scores for
+    a hierarchy), ``llr_k`` the k of LLR^{>k} (default 1 .. L-1).
 
     The anomalous examples, when known, give AUROC / AUPRC per score: those of the classes
     ``anomalous_labels``, or every example of ``ood_split`` of ``ood_data`` scored as a second set
     (the first set then being all normal). Units: nats per data point, higher = more anomalous."""
     from klvae.run import RunDir
 
-    names = check_scores(scores)
     if anomalous_labels and ood_data is not None:
         raise KlvaeError("give either anomalous labels (--anomalous-labels) or a second data set (--ood-data), not both")
     run = RunDir.open(run_dir)
     config, model = run.config(), run.load_model(device)
+    names = check_scores(scores, bool(MODELS[model.spec.name].get("layers")))
+    if llr_k is not None and "llr" not in names:
+        raise KlvaeError("--llr-k sets the levels of the llr score; add llr to --score or drop --llr-k")
     likelihood = getattr(model.spec, "likelihood", "bernoulli")
     reference = reference_nll(model, config, iwae_k, batch_size, seed, data_dir, reference_size) \
         if "typicality" in names else None
@@ -245,8 +279,10 @@ def score(run_dir, data: str | None = None, split: str = "test", scores: list[st
     for name, part in [(data, split), *([(ood_data, ood_split)] if ood_data is not None else [])]:
         x, labels = load_split(config, name, part, data_dir, likelihood)
         _check_shape(model, x, name or config.data.name, run_dir, config.data.name)
-        values = score_model(model, x, iwae_k, batch_size, seed, reference, condition_of(model, labels))
-        sets.append(ScoredSet(str(name or config.data.name), part, {n: values[n] for n in names}, labels))
+        values = score_model(model, x, iwae_k, batch_size, seed, reference, condition_of(model, labels),
+                             llr_k if "llr" in names else ())
+        sets.append(ScoredSet(str(name or config.data.name), part, {c: values[c] for c in columns(names, values)},
+                              labels))
     if anomalous_labels:
         sets[0].anomalous = mark_classes(sets[0], anomalous_labels)
     elif ood_data is not None:
@@ -254,5 +290,6 @@ def score(run_dir, data: str | None = None, split: str = "test", scores: list[st
         sets[1].anomalous = torch.ones(len(sets[1].scores[names[0]]), dtype=torch.bool)
     report = ScoreReport(str(run_dir), sets, iwae_k, seed, reference)
     if sets[0].anomalous is not None:
-        report.metrics = detection_metrics({n: report.concat(n) for n in names}, torch.cat([s.anomalous for s in sets]))
+        report.metrics = detection_metrics({c: report.concat(c) for c in sets[0].scores},
+                                           torch.cat([s.anomalous for s in sets]))
     return report

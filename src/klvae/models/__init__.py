@@ -7,7 +7,9 @@ objectives it trains with; None: any), ``conditional`` (whether ``--condition la
 ``dreg``, ``free_bits`` and ``capacity`` (whether those training options apply), ``parts`` (the
 modules a caller may pass in place of the registered ones), ``reads`` (``arrays``, the default, or
 ``tokens``: rows of token ids of a text data set), ``baseline`` (the flat config keys that turn
-a run's config into its baseline's, trained with ``--baseline``).
+a run's config into its baseline's, trained with ``--baseline``), ``layers`` (a top-down hierarchy:
+its bound with the lowest levels at their prior's mode, ``log_weights(x, k, prior_below)``, gives the
+likelihood-ratio scores of ``klvae score``).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from typing import Any
 from torch import nn
 
 from klvae.errors import KlvaeError
+from klvae.models.deep_hierarchical import DeepHierarchicalVAE, DeepHVAEConfig
 from klvae.models.hierarchical import HierarchicalVAE, HVAEConfig
 from klvae.models.parts import PARTS
 from klvae.models.vae import VAE, VAEConfig
@@ -30,7 +33,11 @@ MODELS.register("vae", "VAE with any --latent family and --prior; beta > 1 gives
                 parts=PARTS)
 MODELS.register("hvae", "hierarchical VAE, top-down inference (Ladder VAE; --residual: NVAE's); layers --latent-dims, "
                 "bottom to top", HierarchicalVAE, config=HVAEConfig, objectives=("elbo", "iwae"), conditional=False,
-                dreg=False, free_bits=True, capacity=True, parts=())
+                dreg=False, free_bits=True, capacity=True, parts=(), layers=True)
+MODELS.register("deep-hvae", "deep hierarchical VAE with a residual top-down state (NVAE/VDVAE-style); --net conv: "
+                "latents at 1/2, 1/4, .. of the image's resolution; --latent-dims per level, bottom to top",
+                DeepHierarchicalVAE, config=DeepHVAEConfig, objectives=("elbo", "iwae"), conditional=False, dreg=False,
+                free_bits=True, capacity=True, parts=(), layers=True)
 MODELS.register("vqvae", "VQ-VAE: --codes K codes of dimension --latent-dim at --positions places; --quantizer "
                 "vq-ema, vq or gumbel", VQVAE, config=VQVAEConfig, objectives=("elbo",), conditional=False, dreg=False,
                 free_bits=False, capacity=False, parts=())
@@ -42,7 +49,7 @@ MODELS.register("seqvae", "sequence VAE (Bowman et al. 2016) for text and SMILES
                           "conditional_prior": False, "objective": "elbo", "free_bits": 0.0,
                           "kl_schedule": "constant"})
 
-__all__ = ["MODELS", "VAE", "SeqVAE", "SeqVAEConfig", "HierarchicalVAE", "VQVAE", "VAEConfig", "HVAEConfig", "VQVAEConfig", "ModelSpec",
+__all__ = ["MODELS", "VAE", "DeepHierarchicalVAE", "DeepHVAEConfig", "SeqVAE", "SeqVAEConfig", "HierarchicalVAE", "VQVAE", "VAEConfig", "HVAEConfig", "VQVAEConfig", "ModelSpec",
            "build_model", "model_config"]
 
 

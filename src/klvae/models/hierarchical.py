@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -53,6 +54,7 @@ from klvae.bounds import ElboTerms
 
 UNIT_RAW = math.log(math.e - 1)  # softplus(UNIT_RAW) = 1: a residual scale offset of 0 at raw 0
 BALANCE_FLOOR = 0.01  # nats added to each layer's KL before balancing (NVAE's), so no weight is 0
+PER_DIM_LIMIT = 1024  # latent units up to which the ELBO's terms carry each unit's KL (metrics.csv's kl_dim_i)
 
 
 @dataclass
@@ -78,6 +80,18 @@ class HierarchicalElboTerms(ElboTerms):
         return -(self.recon.mean() - beta * (gamma * per_layer).sum())
 
 
+class Step(NamedTuple):
+    """One level of the top-down walk: z_l, q(z_l | x, above) (None for the prior, or a level that
+    takes its prior's mode), p(z_l | above), and the state the levels below read (z_l itself for
+    the Markov chain; a deterministic top-down feature for :mod:`klvae.models.deep_hierarchical`)."""
+
+    level: int
+    z: torch.Tensor
+    q: Distribution | None
+    p: Distribution
+    state: Any
+
+
 class _TopDown(Distribution):
     """A distribution over the concatenation (z_1, .., z_L) defined by the model's top-down walk:
     the posterior when ``bottom_up`` is given, else the prior. batch_shape: that of the evidence
@@ -97,7 +111,7 @@ class _TopDown(Distribution):
 
     def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
         """Ancestral, reparameterised: (*sample_shape, *batch_shape, D)."""
-        return torch.cat([z for _, z, _, _ in reversed(self._layers(sample_shape))], -1)
+        return torch.cat([step.z for step in reversed(self._layers(sample_shape))], -1)
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
         with torch.no_grad():
@@ -105,31 +119,32 @@ class _TopDown(Distribution):
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """The joint log-density, sum over layers; z: (..., D) broadcast against batch_shape."""
-        return sum((p if q is None else q).log_prob(zl) for _, zl, q, p in self._layers(z=z))
+        return sum((s.p if s.q is None else s.q).log_prob(s.z) for s in self._layers(z=z))
 
     @property
     def mean(self) -> torch.Tensor:
         """The mean path (see the module's docstring), (*batch_shape, D)."""
-        return torch.cat([z for _, z, _, _ in reversed(self._layers(at_mean=True))], -1)
+        return torch.cat([step.z for step in reversed(self._layers(at_mean=True))], -1)
 
 
 class HierarchicalFamily(LatentFamily):
-    """The latent "family" of the hierarchical model, in the interface of ``klvae.latents``: the
-    encoder output h (N, 2 sum(latent_dims)) is the bottom-up evidence of every layer."""
+    """The latent "family" of a hierarchical model, in the interface of ``klvae.latents``: the
+    encoder output h (N, F) is the bottom-up evidence of every level, flattened and concatenated
+    (``model.evidence_shapes``, bottom to top)."""
 
-    def __init__(self, model: "HierarchicalVAE"):  # the model holds the sizes
+    def __init__(self, model: "TopDownHierarchy"):  # the model holds the sizes
         self.model = model
         self.dims = model.dims
-        self.params, self.decoder_dim = 2 * sum(self.dims), self.dims[0]
+        self.params, self.decoder_dim = sum(math.prod(s) for s in model.evidence_shapes), model.latent_dim
 
     def posterior(self, h: torch.Tensor) -> Distribution:
-        return _TopDown(self.model, list(h.split([2 * d for d in self.dims], -1)), h)
+        return _TopDown(self.model, self.model.split_evidence(h), h)
 
     def prior(self, like: torch.Tensor) -> Distribution:
         return _TopDown(self.model, None, like)
 
     def decoder_input(self, z: torch.Tensor) -> torch.Tensor:
-        return z[..., : self.dims[0]]
+        return z
 
 
 def _stack(width_in: int, widths: list[int], activation: str) -> nn.Sequential:
@@ -169,14 +184,113 @@ class HVAEConfig(VAEConfig):
         super().validate()
 
 
-class HierarchicalVAE(nn.Module):
-    """x: (N, *event_shape) -> q(z_1..z_L | x) with batch (N,); z: (*S, sum(latent_dims)) -> p(x | z_1)."""
+class TopDownHierarchy(nn.Module):
+    """What every top-down hierarchy shares: the walk, the library's interface (encode, prior,
+    decode), the ELBO's terms with the KL of each level, and the importance weights, some levels
+    optionally at their conditional prior's mode (the bound L^{>k} of Havtorn et al. 2021).
+
+    A subclass sets ``dims`` (the flat size of each level, bottom to top), ``evidence_shapes`` (the
+    shape of each level's bottom-up evidence) and ``family``, and defines ``encoder_output(x)`` (the
+    evidence, concatenated flat), ``_top_state``, ``_prior``, ``_posterior``, ``_descend`` and
+    ``_decode_state`` (see :meth:`walk`)."""
+
+    dims: tuple[int, ...]
+    evidence_shapes: list[tuple[int, ...]]
+
+    def split_evidence(self, h: torch.Tensor) -> list[torch.Tensor]:
+        """The evidence of each level from the flat concatenation h: (..., F), bottom to top."""
+        sizes = [math.prod(s) for s in self.evidence_shapes]
+        return [part.reshape(*h.shape[:-1], *shape) for part, shape in zip(h.split(sizes, -1), self.evidence_shapes)]
+
+    def walk(self, bottom_up: list[torch.Tensor] | None, sample_shape=torch.Size(), z: torch.Tensor | None = None,
+             at_mean: bool = False, like: torch.Tensor | None = None, prior_below: int = 0):
+        """The top-down walk from z_L to z_1: yields a :class:`Step` per level, with p_l = p(z_l | above)
+        and q_l = q(z_l | x, above) (None without ``bottom_up``, each level's evidence). z_l is read
+        from ``z`` (..., sum(dims)) when given, else the mean of q_l (or p_l) with ``at_mean``, else
+        drawn, reparameterised (``sample_shape`` in front of the top level's draw). The levels below
+        ``prior_below`` take the mode of their conditional prior and have no q."""
+        parts = z.split(list(self.dims), -1) if z is not None else None
+        like = like if like is not None else next(self.parameters())
+        state, top = self._top_state(like), len(self.dims) - 1
+        for level in reversed(range(len(self.dims))):
+            p, context = self._prior(level, state, like)
+            q = None if bottom_up is None or level < prior_below else self._posterior(level, bottom_up[level], p, context)
+            source = p if q is None else q
+            if parts is not None:
+                z_level = parts[level]
+            elif at_mean or level < prior_below:
+                z_level = source.mean
+            else:
+                z_level = source.rsample(sample_shape if level == top else torch.Size())
+            state = self._descend(level, state, z_level)
+            yield Step(level, z_level, q, p, state)
+
+    # --- the library's interface ------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> Distribution:
+        """q(z_1..z_L | x): batch_shape (N,), event_shape (sum(dims),)."""
+        return self.family.posterior(self.encoder_output(x))
+
+    def prior(self) -> Distribution:
+        """p(z_1..z_L): batch_shape (), event_shape (sum(dims),); ``sample`` is ancestral."""
+        return self.family.prior(next(self.parameters()))
+
+    def decode(self, z: torch.Tensor) -> Distribution:
+        """p(x | z) for z: (*S, sum(dims)), the levels concatenated bottom to top."""
+        if z.shape[-1] != self.latent_dim:
+            raise KlvaeError(f"z must have shape (..., {self.latent_dim}) (z_1..z_L concatenated); got {tuple(z.shape)}")
+        *_, last = self.walk(None, z=z, like=z)
+        return self._decode_state(last.state)
+
+    def elbo_terms(self, x: torch.Tensor, kl_estimator: str = "auto", kl_samples: int = 1,
+                   samples: int = 1) -> HierarchicalElboTerms:
+        """The ELBO's terms, averaged over ``samples`` ancestral draws per data point: recon (N,),
+        kl (N,) = sum over levels of KL(q(z_l | x, above) || p(z_l | above)) at the drawn levels above
+        (each by :func:`klvae.kl.kl`: analytic for these Gaussians, or Monte Carlo with "mc"),
+        kl_per_layer (N, L) and kl_per_dim (N, sum(dims)), bottom to top (None past
+        :data:`PER_DIM_LIMIT` units: a convolutional hierarchy's thousands of columns)."""
+        h = self.encoder_output(x)
+        shape = torch.Size([samples]) if samples > 1 else torch.Size()
+        kls, last = {}, None
+        for step in self.walk(self.split_evidence(h), shape):
+            kls[step.level] = kl(step.q, step.p, kl_estimator, kl_samples)
+            last = step
+        recon = self._decode_state(last.state).log_prob(x)  # (*S, N)
+        layers = [kls[level] for level in range(len(self.dims))]  # the top level's KL has no sample dims: expand
+        per_layer = torch.stack([k.value.expand(recon.shape) for k in layers], -1)  # (*S, N, L)
+        per_dim = torch.cat([k.per_dim.expand(*recon.shape, -1) for k in layers], -1) if all(
+            k.per_dim is not None for k in layers) and self.latent_dim <= PER_DIM_LIMIT else None
+        if samples > 1:
+            recon, per_layer = recon.mean(0), per_layer.mean(0)
+            per_dim = per_dim.mean(0) if per_dim is not None else None
+        method = "mc" if any(k.method == "mc" for k in layers) else "analytic"
+        return HierarchicalElboTerms(recon, per_layer.sum(-1), per_dim, method, self.family.posterior(h),
+                                     per_layer, self.dims, self.balance)
+
+    def log_weights(self, x: torch.Tensor, k: int, prior_below: int = 0) -> torch.Tensor:
+        """log w = log p(x | z) + sum_l [log p(z_l | above) - log q(z_l | x, above)] for K ancestral
+        draws from q: (K, N). With ``prior_below`` = k, the lowest k levels take the mode of their
+        conditional prior and drop their terms: the weights of Havtorn et al.'s bound L^{>k}."""
+        if not 0 <= prior_below < len(self.dims):
+            raise KlvaeError(f"the levels at their prior's mode must number 0 to {len(self.dims) - 1} (this model has "
+                             f"{len(self.dims)} latent layers); got {prior_below}")
+        log_w, last = 0.0, None
+        for step in self.walk(self.split_evidence(self.encoder_output(x)), torch.Size([k]), prior_below=prior_below):
+            if step.q is not None:
+                log_w = log_w + step.p.log_prob(step.z) - step.q.log_prob(step.z)
+            last = step
+        return log_w + self._decode_state(last.state).log_prob(x)
+
+
+class HierarchicalVAE(TopDownHierarchy):
+    """The Markov chain p(z_L) p(z_{L-1} | z_L) .. p(x | z_1) of the module's docstring.
+    x: (N, *event_shape) -> q(z_1..z_L | x) with batch (N,); z: (*S, sum(latent_dims)) -> p(x | z_1)."""
 
     def __init__(self, spec):
         super().__init__()
         self.spec, self.event_shape = spec, tuple(spec.event_shape)
         self.dims = tuple(spec.latent_dims)
         self.latent_dim = sum(self.dims)
+        self.evidence_shapes = [(2 * d,) for d in self.dims]
         self.residual, self.balance, self.min_scale = spec.residual, spec.kl_balance, spec.min_scale
         act, depth, hidden = spec.activation, len(spec.hidden), list(spec.hidden)
         self.encoder = nn.Sequential(make_encoder(spec.net, self.event_shape, hidden[:-1], hidden[-1], act),
@@ -190,10 +304,9 @@ class HierarchicalVAE(nn.Module):
         self.decoder, self.likelihood, self.out_shape = build_decoding(spec, self.dims[0])
         self.family = HierarchicalFamily(self)
 
-    # --- the two passes -------------------------------------------------------------------------
     def encoder_output(self, x: torch.Tensor) -> torch.Tensor:
-        """The bottom-up pass: each layer's evidence [mu^_l, raw sigma^_l] (or, with ``residual``, its
-        part A_l d_l of q's offsets) concatenated bottom to top: (N, 2 sum(latent_dims))."""
+        """Each layer's evidence [mu^_l, raw sigma^_l] (or, with ``residual``, its part A_l d_l of q's
+        offsets) concatenated bottom to top: (N, 2 sum(latent_dims))."""
         check_input(x, self.event_shape)
         d = self.encoder(x)
         evidence = [self.evidence[0](d)]
@@ -202,8 +315,14 @@ class HierarchicalVAE(nn.Module):
             evidence.append(head(d))
         return torch.cat(evidence, -1)
 
-    def _conditional(self, level: int, z_above: torch.Tensor) -> tuple[Independent, torch.Tensor | None]:
-        """p(z_l | z_{l+1}) for z_above: (..., D_{l+1}), and the top-down part B_l h_l of q's offsets."""
+    def _top_state(self, like: torch.Tensor) -> None:
+        return None
+
+    def _prior(self, level: int, z_above: torch.Tensor | None, like: torch.Tensor) -> tuple[Independent, torch.Tensor | None]:
+        """p(z_l | z_{l+1}) for z_above: (..., D_{l+1}) (the top: N(0, I)), and the top-down part
+        B_l h_l of q's offsets."""
+        if level == len(self.dims) - 1:
+            return standard_normal(self.dims[-1], like), None
         h = self.down[level](z_above)
         loc, raw = self.conditional[level](h).chunk(2, -1)
         return diagonal_normal(loc, scale_from_raw(raw, self.min_scale)), (
@@ -225,80 +344,8 @@ class HierarchicalVAE(nn.Module):
         w = torch.sigmoid(2 * (prior_scale.log() - scale.log()))
         return diagonal_normal(w * loc + (1 - w) * prior_loc, scale * prior_scale * torch.rsqrt(scale**2 + prior_scale**2))
 
-    def walk(self, bottom_up: list[torch.Tensor] | None, sample_shape=torch.Size(), z: torch.Tensor | None = None,
-             at_mean: bool = False, like: torch.Tensor | None = None):
-        """The top-down walk, from z_L to z_1: yields (level, z_l, q_l, p_l) with p_l = p(z_l | z_{l+1})
-        and q_l = q(z_l | x, z_{l+1}) (None without ``bottom_up``, the evidence of each layer: (N, 2 D_l)).
-        z_l is read from ``z`` (..., sum(latent_dims)) when given, else the mean of q_l (or p_l) with
-        ``at_mean``, else drawn, reparameterised (``sample_shape`` in front of the top layer's draw)."""
-        parts = z.split(list(self.dims), -1) if z is not None else None
-        like = like if like is not None else next(self.parameters())
-        z_above = None
-        for level in reversed(range(len(self.dims))):
-            if level == len(self.dims) - 1:
-                p, top_down = standard_normal(self.dims[-1], like), None
-            else:
-                p, top_down = self._conditional(level, z_above)
-            q = None if bottom_up is None else self._posterior(level, bottom_up[level], p, top_down)
-            source = p if q is None else q
-            if parts is not None:
-                z_level = parts[level]
-            elif at_mean:
-                z_level = source.mean
-            else:
-                z_level = source.rsample(sample_shape if z_above is None else torch.Size())
-            yield level, z_level, q, p
-            z_above = z_level
+    def _descend(self, level: int, state, z_level: torch.Tensor) -> torch.Tensor:
+        return z_level  # the chain: the level below reads z_l alone
 
-    # --- the library's interface ------------------------------------------------------------------
-    def encode(self, x: torch.Tensor) -> Distribution:
-        """q(z_1..z_L | x): batch_shape (N,), event_shape (sum(latent_dims),)."""
-        return self.family.posterior(self.encoder_output(x))
-
-    def prior(self) -> Distribution:
-        """p(z_1..z_L): batch_shape (), event_shape (sum(latent_dims),); ``sample`` is ancestral."""
-        return self.family.prior(next(self.parameters()))
-
-    def decode(self, z: torch.Tensor) -> Distribution:
-        """p(x | z_1) for z: (*S, sum(latent_dims)) (z_1 is its first latent_dims[0] coordinates)."""
-        if z.shape[-1] != self.latent_dim:
-            raise KlvaeError(f"z must have shape (..., {self.latent_dim}) (z_1..z_L concatenated); got {tuple(z.shape)}")
-        return self._decode_bottom(self.family.decoder_input(z))
-
-    def _decode_bottom(self, z1: torch.Tensor) -> Distribution:
+    def _decode_state(self, z1: torch.Tensor) -> Distribution:
         return decode_with(self, z1)
-
-    def elbo_terms(self, x: torch.Tensor, kl_estimator: str = "auto", kl_samples: int = 1,
-                   samples: int = 1) -> HierarchicalElboTerms:
-        """The ELBO's terms, averaged over ``samples`` ancestral draws per data point: recon (N,),
-        kl (N,) = sum over layers of KL(q(z_l | x, z_{l+1}) || p(z_l | z_{l+1})) at the drawn z_{l+1}
-        (each by :func:`klvae.kl.kl`: analytic for these Gaussians, or Monte Carlo with "mc"),
-        kl_per_layer (N, L) and kl_per_dim (N, sum(latent_dims)), bottom to top."""
-        bottom_up = list(self.encoder_output(x).split([2 * d for d in self.dims], -1))
-        shape = torch.Size([samples]) if samples > 1 else torch.Size()
-        kls, z1 = {}, None
-        for level, z_level, q, p in self.walk(bottom_up, shape):
-            kls[level] = kl(q, p, kl_estimator, kl_samples)
-            z1 = z_level
-        recon = self._decode_bottom(z1).log_prob(x)  # (*S, N)
-        layers = [kls[level] for level in range(len(self.dims))]  # the top layer's KL has no sample dims: expand
-        per_layer = torch.stack([k.value.expand(recon.shape) for k in layers], -1)  # (*S, N, L)
-        per_dim = torch.cat([k.per_dim.expand(*recon.shape, -1) for k in layers], -1) if all(
-            k.per_dim is not None for k in layers) else None
-        if samples > 1:
-            recon, per_layer = recon.mean(0), per_layer.mean(0)
-            per_dim = per_dim.mean(0) if per_dim is not None else None
-        method = "mc" if any(k.method == "mc" for k in layers) else "analytic"
-        return HierarchicalElboTerms(recon, per_layer.sum(-1), per_dim, method, self.family.posterior(
-            torch.cat(bottom_up, -1)), per_layer, self.dims, self.balance)
-
-    def log_weights(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        """log w = log p(x | z_1) + sum_l log p(z_l | z_{l+1}) - sum_l log q(z_l | x, z_{l+1}) for K
-        ancestral draws from q: (K, N)."""
-        bottom_up = list(self.encoder_output(x).split([2 * d for d in self.dims], -1))
-        log_w = 0.0
-        for level, z_level, q, p in self.walk(bottom_up, torch.Size([k])):
-            log_w = log_w + p.log_prob(z_level) - q.log_prob(z_level)
-            if level == 0:
-                log_w = log_w + self._decode_bottom(z_level).log_prob(x)
-        return log_w

@@ -15,6 +15,7 @@ from klvae.run import STEPS, RunDir, atomic_write
 FIGURES = {"curves": "ELBO, reconstruction, KL and KL weight per epoch",
            "kl_steps": "KL weight per training step",
            "kl_heatmap": "KL per latent dimension over epochs",
+           "kl_layers": "KL per latent layer over epochs",
            "active_units": "Active units per epoch",
            "information": "Mutual information I(x;z) and aggregated-posterior KL per epoch"}
 PICTURES = (("samples.png", "Samples from the prior"),
@@ -111,6 +112,8 @@ def training_sections(rows: list[dict[str, float]], steps: list[dict[str, float]
         parts.append(_figure("kl_heatmap", plots.kl_heatmap_figure(rows)))
     else:
         parts.append(_note("No kl_dim_* columns in metrics.csv (not recorded for this latent family or run)."))
+    if plots.kl_layer_columns(rows):
+        parts += ["<h2>KL per latent layer</h2>", _figure("kl_layers", plots.kl_layer_heatmap_figure(rows))]
     parts.append("<h2>Active units</h2>")
     if plots.has_column(rows, "active_units"):
         parts.append(_figure("active_units", plots.active_units_figure(rows, latent_dim)))

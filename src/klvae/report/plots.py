@@ -155,17 +155,36 @@ def kl_heatmap_figure(rows: list[dict[str, float]]) -> Figure:
     """Per-dimension validation KL over epochs: one row per latent dimension, sorted by the last
     epoch's KL (largest on top), one column per epoch; colour in nats."""
     order = dims_by_final_kl(rows)
-    values = np.array([column(rows, f"kl_dim_{i}") for i in order])  # (D, epochs)
+    return _heatmap(rows, [f"kl_dim_{i}" for i in order], [f"z{i}" for i in order], "dimension, by final KL",
+                    "KL per latent dimension (validation)")
+
+
+def kl_layer_columns(rows: list[dict[str, float]]) -> list[str]:
+    """The kl_layer_i columns present (a hierarchy's levels, bottom to top), in order of i."""
+    keys = {k for r in rows for k in r if k.startswith("kl_layer_") and k[9:].isdigit()}
+    return sorted(keys, key=lambda k: int(k[9:]))
+
+
+def kl_layer_heatmap_figure(rows: list[dict[str, float]]) -> Figure:
+    """Per-layer validation KL of a hierarchy over epochs: one row per latent layer, the top layer
+    on top, one column per epoch; colour in nats."""
+    keys = kl_layer_columns(rows)[::-1]
+    return _heatmap(rows, keys, [f"layer {k[9:]}" for k in keys], "latent layer (0: next to x)",
+                    "KL per latent layer (validation)")
+
+
+def _heatmap(rows: list[dict[str, float]], keys: list[str], labels: list[str], ylabel: str, title: str) -> Figure:
+    values = np.array([column(rows, k) for k in keys])  # (rows of the map, epochs)
     epochs = column(rows, "epoch")
-    fig = Figure(figsize=(10, min(8.0, 2.4 + 0.18 * len(order))), layout="constrained")
+    fig = Figure(figsize=(10, min(8.0, 2.4 + 0.18 * len(keys))), layout="constrained")
     ax = fig.subplots()
     first, last = (epochs[0], epochs[-1]) if len(epochs) else (0, 0)
     image = ax.imshow(np.ma.masked_invalid(values), aspect="auto", cmap="viridis", interpolation="nearest",
-                      extent=(first - 0.5, last + 0.5, len(order) - 0.5, -0.5), vmin=0)
-    step = max(1, math.ceil(len(order) / 32))
-    ax.set_yticks(range(0, len(order), step), [f"z{order[j]}" for j in range(0, len(order), step)], fontsize=8)
+                      extent=(first - 0.5, last + 0.5, len(keys) - 0.5, -0.5), vmin=0)
+    step = max(1, math.ceil(len(keys) / 32))
+    ax.set_yticks(range(0, len(keys), step), [labels[j] for j in range(0, len(keys), step)], fontsize=8)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set(xlabel="epoch", ylabel="dimension, by final KL", title="KL per latent dimension (validation)")
+    ax.set(xlabel="epoch", ylabel=ylabel, title=title)
     fig.colorbar(image, ax=ax, label="KL (nats)")
     return fig
 
