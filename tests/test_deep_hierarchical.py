@@ -222,6 +222,10 @@ def test_the_conv_hierarchy_trains_evaluates_and_scores_from_the_cli(tmp_path):
     metrics = json.loads(done.out)["metrics"]
     assert set(metrics) == {"elbo", "kl_layer_0", "kl_layer_1", "llr>0", "llr>1"}
     assert metrics["llr>0"]["auroc"] == 0.5  # LLR^{>0} is 0 for every example: a tie
+    for verb, extra in (("sample", ()), ("reconstruct", ()), ("interpolate", ("--a", "0", "--b", "1"))):
+        done = cli(verb, str(out), *extra, "--out", str(tmp_path / f"{verb}.png"))
+        assert done.rc == 0 and (tmp_path / f"{verb}.png").stat().st_size > 100, (verb, done.err)
+    assert cli("report", str(out)).rc == 0 and "KL per latent layer" in (out / "report.html").read_text()
 
 
 def test_level_scores_of_a_flat_model_are_refused_in_one_line(tmp_path):
@@ -232,7 +236,7 @@ def test_level_scores_of_a_flat_model_are_refused_in_one_line(tmp_path):
 
 
 def test_deep_hvae_options_are_checked_in_one_line():
-    for values, message in (({"norm": "layer"}, "norm"), ({"width": 0}, "width"),
+    for values, message in (({"norm": "layer"}, "norm"), ({"width": 0}, "width"), ({"hidden": [64]}, "drop --hidden"),
                             ({"net": "conv", "event_shape": [12]}, "--net conv needs images")):
         with pytest.raises(klvae.KlvaeError, match=message):
             model_config({"model": "deep-hvae", "event_shape": [1, 8, 8], **values})

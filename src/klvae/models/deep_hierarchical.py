@@ -27,7 +27,7 @@ every cell), KL balancing across levels during a warm-up (``kl_balance``), gradi
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 import torch.nn as nn
@@ -64,6 +64,9 @@ class DeepHVAEConfig(HVAEConfig):
 
     def validate(self) -> None:
         checks.positive_int(self, "width", "cells")
+        if self.hidden != next(f for f in fields(self) if f.name == "hidden").default_factory():
+            raise KlvaeError(f"model deep-hvae sizes its layers by --width and --cells, not --hidden {self.hidden}; "
+                             "drop --hidden")
         super().validate()
         if self.event_shape is not None:
             if self.net not in ("mlp", "conv"):
