@@ -47,7 +47,7 @@ ARCHITECTURES = {
     "chain-residual": lambda: chain(residual=True),
     "deep-mlp": lambda: deep("mlp", (4, 3, 2, 2)),
     "deep-conv": lambda: deep("conv", (2, 2, 1)),
-    "deep-mlp-direct-q": lambda: deep("mlp", residual=False),
+    "deep-mlp-residual-q": lambda: deep("mlp", residual=True),
     "deep-conv-batch-norm": lambda: deep("conv", (2, 1), norm="batch"),
     "deep-mlp-weight-norm": lambda: deep("mlp", norm="weight"),
 }
@@ -117,6 +117,20 @@ def test_a_flat_prior_walk_decodes_the_state_of_the_drawn_levels():
         steps = list(model.walk(None, z=z, like=z))
         assert [s.level for s in steps] == [2, 1, 0] and all(s.q is None for s in steps)
         torch.testing.assert_close(model.decode(z).mean, model._decode_state(steps[-1].state).mean)
+
+
+def test_mutual_information_of_a_conv_hierarchy_is_the_same_in_any_chunking():
+    """I(x; z) walks top-down once per pair of points: chunked to a memory budget, same figures."""
+    from klvae.diagnostics import mutual_information
+
+    model, x = deep("conv", (2, 2, 1)), binary(12)
+    results = []
+    for chunk in (256, 5, 1):
+        torch.manual_seed(0)
+        results.append(mutual_information(model, x, chunk=chunk))
+    assert results[0] == pytest.approx(results[1], abs=1e-5) and results[0] == pytest.approx(results[2], abs=1e-5)
+    assert 0 <= results[0][0] <= math.log(12) + 1e-6
+    assert model.mi_points < 1000  # training's diagnostics take fewer points for conv levels
 
 
 # --- L^{>k} and the likelihood ratios ------------------------------------------------------------------
@@ -212,6 +226,7 @@ def test_the_conv_hierarchy_trains_evaluates_and_scores_from_the_cli(tmp_path):
     done = cli("train", "--data", "digits", "--model", "deep-hvae", "--net", "conv", "--latent-dims", "2", "2",
                "--width", "8", "--epochs", "2", "--no-progress", "--out", str(out))
     assert done.rc == 0, done.err
+    assert all(math.isfinite(r["val_mi"]) for r in read_metrics(out))
     done = cli("evaluate", str(out), "--iwae-k", "5")
     assert done.rc == 0, done.err
     assert "active units" in done.out and "+" in done.out  # per layer, in Burda et al.'s a+b form
@@ -237,6 +252,7 @@ def test_level_scores_of_a_flat_model_are_refused_in_one_line(tmp_path):
 
 def test_deep_hvae_options_are_checked_in_one_line():
     for values, message in (({"norm": "layer"}, "norm"), ({"width": 0}, "width"), ({"hidden": [64]}, "drop --hidden"),
-                            ({"net": "conv", "event_shape": [12]}, "--net conv needs images")):
+                            ({"net": "conv", "event_shape": [12], "latent_dims": [2]}, "--net conv needs images"),
+                            ({"latent_dims": []}, "latent_dims must list")):
         with pytest.raises(klvae.KlvaeError, match=message):
-            model_config({"model": "deep-hvae", "event_shape": [1, 8, 8], **values})
+            model_config({"model": "deep-hvae", "event_shape": [1, 8, 8], "latent_dims": [2], **values})

@@ -56,6 +56,9 @@ def pairwise_log_prob(q: Distribution, z: torch.Tensor) -> torch.Tensor:
     return fast(base, z) if fast is not None else q.log_prob(z.unsqueeze(1))
 
 
+PAIR_BUDGET = 2**25  # elements of one chunk's pairwise top-down walks (a hierarchy's log q(z_i | x_j))
+
+
 @torch.no_grad()
 def mutual_information(model, x: torch.Tensor, chunk: int = 256,
                        condition: torch.Tensor | None = None) -> tuple[float, float]:
@@ -73,6 +76,9 @@ def mutual_information(model, x: torch.Tensor, chunk: int = 256,
     q = model.encode(x, **c)
     z = q.sample()  # (N, D)
     n = len(x)
+    pair = getattr(model, "pair_elements", None)  # a hierarchy: the elements of one top-down walk per pair
+    if pair:
+        chunk = max(1, min(chunk, PAIR_BUDGET // (n * pair)))
     y = None if condition is None else condition.to(z.device)
     parts = []
     for i in range(0, n, chunk):  # log q(z_i) = logsumexp_j log q(z_i | x_j) - log N (over class y_i's j)

@@ -25,7 +25,9 @@ class KLDiagnostics(L.Callback):
     dimension (``kl_dim_i``) and layer (``kl_layer_i``), the code perplexity of a model that has
     codes (``val_perplexity``, from its ``code_perplexity`` method), the spike-and-slab off
     fraction (``val_off_fraction``), I(x; z) (``val_mi``) and the aggregated posterior's KL
-    (``val_agg_kl``) on the first ``mi_points`` validation points of each process."""
+    (``val_agg_kl``) on the first ``mi_points`` validation points of each process (fewer when the
+    model says so: a hierarchy's ``mi_points``, its aggregated posterior costing a top-down walk per
+    pair of points)."""
 
     def __init__(self, mi_points: int = MI_POINTS):
         self.mi_points = mi_points
@@ -50,11 +52,12 @@ class KLDiagnostics(L.Callback):
             if off is not None:
                 m["off"].update(off)
         held = sum(len(x) for x in self.mi_x)
-        if held < self.mi_points:
+        points = min(self.mi_points, getattr(task.model, "mi_points", self.mi_points))  # its N^2 pairs' cost
+        if held < points:
             x, y = unpack(batch)
-            self.mi_x.append(x[: self.mi_points - held])
+            self.mi_x.append(x[: points - held])
             if y is not None:
-                self.mi_y.append(y[: self.mi_points - held])
+                self.mi_y.append(y[: points - held])
 
     def on_validation_end(self, trainer: L.Trainer, task) -> None:
         m, row = self.metrics, {}

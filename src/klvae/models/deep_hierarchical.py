@@ -10,8 +10,9 @@ after the lowest level (the skip path from every latent to x):
     p(x | z) = likelihood(out(h_0)).
 
 The bottom-up pass d_1 .. d_L (residual blocks, each level above the last) gives the evidence;
-q(z_l | x, z_>l) has its mean and log-scale as offsets of the prior's computed from [h_l, d_l]
-(NVAE's residual posterior; ``residual: false`` computes them directly, as VDVAE does).
+q(z_l | x, z_>l) is computed from [h_l, d_l] (as VDVAE does), or with ``residual`` has its mean
+and log-scale as offsets of the prior's (NVAE's residual posterior). A level's options share their
+defaults with ``--model hvae``'s (the same config keys): ``latent_dims`` has to be given.
 
 ``--net mlp``: every level is a vector of ``latent_dims[l]`` units and the state ``width`` units
 wide. ``--net conv`` (images): a multi-scale hierarchy; level l lives at 1/2^(l+1) of the image's
@@ -45,6 +46,7 @@ from klvae.models.parts import check_input
 from klvae.nets import ACTIVATIONS
 
 NORMS = ("none", "batch", "weight")
+CONV_MI_POINTS = 100  # validation points of a conv hierarchy's I(x; z) in metrics.csv (100^2 top-down walks)
 
 
 @dataclass
@@ -53,13 +55,13 @@ class DeepHVAEConfig(HVAEConfig):
     residual cells per level and their normalisation."""
 
     name: str = field(default="deep-hvae", metadata=doc("the model", internal=True))
-    latent_dims: list[int] = field(default_factory=lambda: [32, 16, 8], metadata=doc(
-        "latent sizes, bottom to top: units per level (mlp) or channels per scale (conv)"))
+    latent_dims: list[int] = field(default_factory=list, metadata=doc(
+        "latent sizes, bottom to top: units per level (mlp) or channels per scale (conv), e.g. 32 16 8"))
     width: int = field(default=256, metadata=doc("the top-down state and bottom-up features: units (mlp) or channels (conv)"))
     cells: int = field(default=1, metadata=doc("residual cells per level, in each direction"))
     norm: str = field(default="none", metadata=doc("normalisation in every residual cell", choices=NORMS))
-    residual: bool = field(default=True, metadata=doc(
-        "q(z_l|x,z_>l) as offsets of p(z_l|z_>l) (NVAE); false: q computed directly from [h_l, d_l] (VDVAE)"))
+    residual: bool = field(default=False, metadata=doc(
+        "q(z_l|x,z_>l) as offsets of p(z_l|z_>l) (NVAE); without it q is computed directly from [h_l, d_l] (VDVAE)"))
     activation: str = field(default="gelu", metadata=doc("activation of the residual cells", choices=tuple(ACTIVATIONS)))
 
     def validate(self) -> None:
@@ -147,6 +149,9 @@ class DeepHierarchicalVAE(TopDownHierarchy):
         self.event_dims = 3 if conv else 1  # the dims of a state's event: (C, H, W) or (W,)
         self.state_shapes = [(width, *s[1:]) for s in self.shapes] if conv else [(width,)] * levels
         self.evidence_shapes = self.state_shapes
+        # I(x; z) in training's diagnostics walks top-down once per pair of points: fewer points for conv levels
+        self.pair_elements = sum(math.prod(s) for s in self.state_shapes) + self.latent_dim
+        self.mi_points = 1000 if not self.conv else CONV_MI_POINTS
         scale = 1 / math.sqrt(2 * levels * spec.cells)
 
         def cells() -> nn.Sequential:
