@@ -226,6 +226,7 @@ def test_the_conv_hierarchy_trains_evaluates_and_scores_from_the_cli(tmp_path):
     done = cli("train", "--data", "digits", "--model", "deep-hvae", "--net", "conv", "--latent-dims", "2", "2",
                "--width", "8", "--epochs", "2", "--no-progress", "--out", str(out))
     assert done.rc == 0, done.err
+    assert "/40" in done.out.split("active units")[1]  # of 2 x 4 x 4 + 2 x 2 x 2 units, sized from the data
     assert all(math.isfinite(r["val_mi"]) for r in read_metrics(out))
     done = cli("evaluate", str(out), "--iwae-k", "5")
     assert done.rc == 0, done.err

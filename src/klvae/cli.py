@@ -64,12 +64,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     if not is_primary_process():  # DDP ranks > 0 re-run this command; only one reports
         return
 
-    rows = RunDir(run_dir).metrics()
+    run = RunDir(run_dir)
+    rows = run.metrics()
     last = rows[-1] if rows else {}
     best = max((r["val_elbo"] for r in rows), default=float("nan"))
     print(f"trained {config.model.name} on {config.data.name} into {run_dir}: {len(rows)} epochs, best val ELBO "
           f"{best:.3f} nats, val KL {last.get('val_kl', float('nan')):.3f} nats, active units "
-          f"{int(last.get('active_units', 0))}/{config.model.latent_dim}")
+          f"{int(last.get('active_units', 0))}/{run.spec().latent_dim}")  # the model's, sized from the data
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
