@@ -73,12 +73,16 @@ def elbo(model, x: torch.Tensor, kl_estimator: str = "auto", kl_samples: int = 1
     return ElboTerms(recon, k.value, k.per_dim, k.method, q)
 
 
-def log_weights(model, x: torch.Tensor, k: int, q=None, condition: torch.Tensor | None = None) -> torch.Tensor:
+def log_weights(model, x: torch.Tensor, k: int, q=None, condition: torch.Tensor | None = None,
+                prior_below: int = 0) -> torch.Tensor:
     """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x), z_k ~ q(z|x); shape (K, N).
     ``q`` may pass q(z|x) already computed for this x. A model with more than one latent layer
-    supplies its own ``log_weights(x, k)`` from the joint densities. ``condition``: the class
-    labels (N,) of a conditional model (every density then given y)."""
+    supplies its own ``log_weights(x, k)`` from the joint densities (with ``prior_below``, its
+    lowest levels at their conditional prior's mode). ``condition``: the class labels (N,) of a
+    conditional model (every density then given y)."""
     c = given(condition)
+    if prior_below:
+        return model.log_weights(x, k, prior_below=prior_below)
     if hasattr(model, "log_weights"):
         return model.log_weights(x, k, **c)
     q = model.encode(x, **c) if q is None else q
@@ -88,18 +92,22 @@ def log_weights(model, x: torch.Tensor, k: int, q=None, condition: torch.Tensor 
 
 @torch.no_grad()
 def iwae_bound(model, x: torch.Tensor, k: int, chunk: int | None = None,
-               condition: torch.Tensor | None = None) -> torch.Tensor:
+               condition: torch.Tensor | None = None, prior_below: int = 0, seed: int | None = None) -> torch.Tensor:
     """log p(x) >= log (1/K) sum_k w_k (Burda et al. 2015), per data point: (N,) nats; with the
-    class labels ``condition`` (N,) of a conditional model, the bound on log p(x|y).
+    class labels ``condition`` (N,) of a conditional model, the bound on log p(x|y); with
+    ``prior_below`` = k, a hierarchy's bound L^{>k} (see :func:`log_weights`).
 
     The K samples are drawn in chunks of ``chunk`` (default: all at once) and combined with a
-    running logsumexp, so memory stays O(chunk * N) for any K.
+    running logsumexp, so memory stays O(chunk * N) for any K. With ``seed``, chunk i draws from
+    ``torch.manual_seed(seed + i)``: two bounds of one x then share the draws they have in common.
     """
     chunk = chunk or k
     q = None if hasattr(model, "log_weights") else model.encode(x, **given(condition))
     total = None
-    for start in range(0, k, chunk):
-        lw = log_weights(model, x, min(chunk, k - start), q, condition).logsumexp(0)  # (N,)
+    for i, start in enumerate(range(0, k, chunk)):
+        if seed is not None:
+            torch.manual_seed(seed + i)
+        lw = log_weights(model, x, min(chunk, k - start), q, condition, prior_below).logsumexp(0)  # (N,)
         total = lw if total is None else torch.logaddexp(total, lw)
     return total - math.log(k)
 

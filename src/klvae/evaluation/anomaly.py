@@ -52,7 +52,8 @@ SCORES = {
     "llr": "hierarchies: LLR^{>k} = L(x) - L^{>k}(x), the lowest k layers at their prior's mode (Havtorn et al. "
            "2021; --llr-k, columns llr>k), nats",
 }
-LAYERED = ("kl-layer", "llr")  # the scores of a hierarchy's levels
+COLUMNS = {"kl-layer": "kl_layer_", "llr": "llr>"}  # a hierarchy's level scores: one column per level or k
+LAYERED = tuple(COLUMNS)
 REFERENCE_SIZE = 2000  # training points giving H for typicality: its standard error is ~0.1 nats on MNIST
 
 
@@ -84,9 +85,9 @@ def score_model(model, x: torch.Tensor, iwae_k: int = 100, batch_size: int | Non
             layers.append(terms.kl_per_layer.double().cpu())
     scores = {name: torch.cat(p) for name, p in parts.items()}
     if layers:
-        scores.update({f"kl_layer_{i}": column for i, column in enumerate(torch.cat(layers).unbind(-1))})
+        scores.update({f"{COLUMNS['kl-layer']}{i}": c for i, c in enumerate(torch.cat(layers).unbind(-1))})
     if llr_k is None or llr_k:
-        scores.update({f"llr>{k}": v for k, v in likelihood_ratios(model, x, llr_k, iwae_k, batch_size, seed).items()})
+        scores.update({f"{COLUMNS['llr']}{k}": v for k, v in likelihood_ratios(model, x, llr_k, iwae_k, batch_size, seed).items()})
     if not all(torch.isfinite(s).all() for s in scores.values()):
         raise KlvaeError("scoring produced NaN/Inf; the model or the data hold non-finite values, retrain or check the data")
     if reference_nll is not None:
@@ -127,8 +128,7 @@ def check_scores(names: list[str] | None, layered: bool = False) -> list[str]:
 
 def columns(names: list[str], scores: dict[str, torch.Tensor]) -> list[str]:
     """The score columns of the names: a level score gives one column per level or per k."""
-    prefix = {"kl-layer": "kl_layer_", "llr": "llr>"}
-    return [c for n in names for c in ([n] if n not in prefix else [c for c in scores if c.startswith(prefix[n])])]
+    return [c for n in names for c in ([n] if n not in COLUMNS else [c for c in scores if c.startswith(COLUMNS[n])])]
 
 
 @dataclass

@@ -13,19 +13,9 @@ import math
 
 import torch
 
+from klvae.bounds import iwae_bound
 from klvae.errors import KlvaeError
 from klvae.evaluation.likelihood import plan_batches
-
-
-def _bound(model, x: torch.Tensor, k: int, chunk: int, prior_below: int, seed: int) -> torch.Tensor:
-    """log (1/K) sum_k w_k with the lowest ``prior_below`` levels at their prior's mode: (N,). Each
-    chunk of samples is drawn from its own seed, so two bounds of one x share the levels above."""
-    total = None
-    for i, start in enumerate(range(0, k, chunk)):
-        torch.manual_seed(seed + i)
-        lw = model.log_weights(x, min(chunk, k - start), prior_below=prior_below).logsumexp(0)
-        total = lw if total is None else torch.logaddexp(total, lw)
-    return total - math.log(k)
 
 
 def check_levels(model, ks) -> list[int]:
@@ -56,9 +46,9 @@ def likelihood_ratios(model, x: torch.Tensor, ks: list[int] | None = None, sampl
         for b, start in enumerate(range(0, len(x), batch)):
             xb = x[start:start + batch].to(device)
             base = seed + b * (samples // chunk + 1)
-            full = _bound(model, xb, samples, chunk, 0, base)
+            full = iwae_bound(model, xb, samples, chunk, seed=base)
             for k in ks:
-                parts[k].append((full - _bound(model, xb, samples, chunk, k, base)).double().cpu())
+                parts[k].append((full - iwae_bound(model, xb, samples, chunk, prior_below=k, seed=base)).double().cpu())
     ratios = {k: torch.cat(v) for k, v in parts.items()}
     if not all(torch.isfinite(v).all() for v in ratios.values()):
         raise KlvaeError("a likelihood ratio came out NaN/Inf; the model or the data hold non-finite values")

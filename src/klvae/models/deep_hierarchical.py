@@ -28,7 +28,7 @@ every cell), KL balancing across levels during a warm-up (``kl_balance``), gradi
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
@@ -66,7 +66,7 @@ class DeepHVAEConfig(HVAEConfig):
 
     def validate(self) -> None:
         checks.positive_int(self, "width", "cells")
-        if self.hidden != next(f for f in fields(self) if f.name == "hidden").default_factory():
+        if self.changed("hidden"):
             raise KlvaeError(f"model deep-hvae sizes its layers by --width and --cells, not --hidden {self.hidden}; "
                              "drop --hidden")
         super().validate()

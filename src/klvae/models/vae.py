@@ -11,7 +11,7 @@ p(x|z, y) and p(z|y).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 
 import torch
 import torch.nn as nn
@@ -93,7 +93,7 @@ class VAEConfig:
 
     def changed(self, *names: str) -> list[str]:
         """Those of ``names`` whose value is not the field's default (options a user set)."""
-        defaults = {f.name: f.default for f in fields(VAEConfig)}
+        defaults = {f.name: f.default if f.default is not MISSING else f.default_factory() for f in fields(VAEConfig)}
         return [n for n in names if getattr(self, n) != defaults[n]]
 
     @classmethod

@@ -87,10 +87,15 @@ def column(rows: list[dict[str, float]], key: str) -> np.ndarray:
     return np.array([r.get(key, np.nan) for r in rows], dtype=float)
 
 
+def indexed_columns(rows: list[dict[str, float]], prefix: str) -> list[str]:
+    """The columns prefix + i present (i an integer), in order of i."""
+    keys = {k for r in rows for k in r if k.startswith(prefix) and k[len(prefix):].isdigit()}
+    return sorted(keys, key=lambda k: int(k[len(prefix):]))
+
+
 def kl_dim_columns(rows: list[dict[str, float]]) -> list[str]:
     """The kl_dim_i columns present, in order of i."""
-    keys = {k for r in rows for k in r if k.startswith("kl_dim_") and k[7:].isdigit()}
-    return sorted(keys, key=lambda k: int(k[7:]))
+    return indexed_columns(rows, "kl_dim_")
 
 
 def dims_by_final_kl(rows: list[dict[str, float]]) -> list[int]:
@@ -161,8 +166,7 @@ def kl_heatmap_figure(rows: list[dict[str, float]]) -> Figure:
 
 def kl_layer_columns(rows: list[dict[str, float]]) -> list[str]:
     """The kl_layer_i columns present (a hierarchy's levels, bottom to top), in order of i."""
-    keys = {k for r in rows for k in r if k.startswith("kl_layer_") and k[9:].isdigit()}
-    return sorted(keys, key=lambda k: int(k[9:]))
+    return indexed_columns(rows, "kl_layer_")
 
 
 def kl_layer_heatmap_figure(rows: list[dict[str, float]]) -> Figure:
