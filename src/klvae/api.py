@@ -12,13 +12,13 @@ import torch
 
 from klvae.callbacks import Pictures, RunDirectory
 from klvae.config import TrainConfig
-from klvae.data.dataset import class_count
 from klvae.data.tokens import TokenDataset
 from klvae.errors import KlvaeError
 from klvae.evaluation import evaluate
 from klvae.evaluation.anomaly import score
 from klvae.likelihoods import resolve_likelihood
 from klvae.models import MODELS, build_model
+from klvae.models.conditional import CONDITIONS
 from klvae.models.parts import CUSTOM, record_parts
 from klvae.priors import PRIORS
 from klvae.run import BASELINE, CONFIG, RunDir, load
@@ -75,8 +75,9 @@ def fit(config: TrainConfig | dict[str, Any] | str | Path, overwrite: bool = Fal
     run.check_start(config.output.resume, overwrite, is_primary_process())
     L.seed_everything(config.trainer.seed, verbose=False)
     data = config.data.load(config.trainer.seed).without_classes(config.data.exclude_labels)
-    conditioned = config.model.condition != "none"  # the model sees the class labels: the loaders yield (x, y)
     spec = model_spec(config.model, data, parts)
+    condition = CONDITIONS[config.model.condition]  # a conditional model reads the labels: the loaders yield (x, y)
+    labels = {split: condition.read(getattr(data, f"{split}_labels")) for split in ("train", "val", "test")}
     if config.output.resume:
         run.check_resumable(spec)
     model = build(spec, parts)
@@ -84,7 +85,7 @@ def fit(config: TrainConfig | dict[str, Any] | str | Path, overwrite: bool = Fal
         model.learned_prior.init_from(data.train[: spec.prior_components])  # e.g. VampPrior's pseudo-inputs
     task = VAETask(model, config, train_batch=data.train_batch, dataset_size=len(data.train))
     callbacks = [RunDirectory(run.path, spec, config),
-                 Pictures(run.path, data.test, config.trainer.seed, data.test_labels if conditioned else None),
+                 Pictures(run.path, data.test, config.trainer.seed, labels["test"]),
                  *(callbacks or [])]
     trainer = build_trainer(config, run.path, callbacks)
     if is_primary_process():
@@ -97,8 +98,10 @@ def fit(config: TrainConfig | dict[str, Any] | str | Path, overwrite: bool = Fal
     ckpt = run.last_checkpoint if config.output.resume else None
     batch = config.trainer.batch_size
     chunk = batch * config.trainer.steps_per_execution  # VAETask.training_step splits it into batches
-    trainer.fit(task, loader(data.train, chunk, True, data.train_labels if conditioned else None, bucket=batch),
-                loader(data.val, batch, False, data.val_labels if conditioned else None), ckpt_path=ckpt)
+    workers = config.data.workers
+    trainer.fit(task, loader(data.train, chunk, True, labels["train"], bucket=batch, workers=workers),
+                loader(data.val, batch, False, labels["val"], workers=workers),
+                ckpt_path=ckpt)
     if config.trainer.baseline and is_primary_process():
         changes = MODELS[config.model.name].baseline
         fit(config.replace(**changes, baseline=False, out=str(run.file(BASELINE))), overwrite=True)
@@ -118,7 +121,7 @@ def model_spec(model, data, parts: dict):
     if chosen.get("likelihood", CUSTOM) != CUSTOM:
         chosen["likelihood"] = resolve_likelihood(chosen["likelihood"], data)
     facts = {"event_shape": list(data.event_shape), "vocab_size": len(data.codec.vocabulary) if kind == "tokens" else 0,
-             "num_classes": class_count(data) if model.condition != "none" else 0}
+             "num_classes": CONDITIONS[model.condition].width(data)}
     return dataclasses.replace(model, **chosen, **{k: v for k, v in facts.items() if k in names})
 
 

@@ -85,6 +85,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"  reconstruction  {r['recon']:10.3f}")
     print(f"  KL              {r['kl']:10.3f}")
     print(f"  NLL (IWAE, K={r['iwae_k']}) {r['nll_iwae']:8.3f} ± {r['nll_iwae_se']:.3f}")
+    if "bits_per_dim" in r:  # 8-bit pixels under a discrete likelihood
+        print(f"  bits per dim    {r['bits_per_dim']:10.4f} (IWAE; {r['elbo_bits_per_dim']:.4f} by the ELBO)")
     print(f"  active units    {r['active_units']:10d}"
           + (f" ({'+'.join(map(str, r['active_units_per_layer']))}, layers bottom to top; KL per layer "
              f"{', '.join(f'{k:.2f}' for k in r['kl_per_layer'])})" if "active_units_per_layer" in r else ""))
@@ -93,6 +95,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
               f"{r['tokens_per_row']:.2f} tokens per row")
         print(f"  I(x; z)         {r['mutual_information']:10.3f} nats")
         print(f"  token accuracy  {r['token_accuracy']:10.3f} (greedy reconstruction)")
+    if "note" in r:
+        print(f"  note: {r['note']}")
     if "baseline" in r:
         b = r["baseline"]
         figures = f"NLL {b['nll_iwae']:.3f} ± {b['nll_iwae_se']:.3f}" + (

@@ -9,6 +9,7 @@ from typing import Any
 from klvae import checks
 from klvae.checks import doc
 from klvae.data import Dataset, load_dataset
+from klvae.data.images import CACHES, COLORS, ImageOptions
 from klvae.data.properties import PROPERTIES
 from klvae.data.text import SPECIALS, TOKENIZERS
 from klvae.data.tokens import TextOptions
@@ -48,6 +49,16 @@ class DataConfig:
         "molecules: label each by the quantile bin (on train) of a property computed with RDKit, for --condition "
         "label", registry=PROPERTIES, extra=("none",)))
     label_bins: int = field(default=3, metadata=doc("--label-from: the number of bins of equal share"))
+    image_size: int = field(default=64, metadata=doc(
+        "image folders and CelebA: the side of the square images (centre-cropped, then resized), e.g. 32, 64, 128"))
+    colour: str = field(default="auto", metadata=doc(
+        "image folders: rgb or grey pixels; auto: grey when the files are grey, else rgb", choices=COLORS))
+    image_cache: str = field(default="auto", metadata=doc(
+        "image folders: memory (decode once, hold uint8 pixels) or disk (decode on each read); auto: memory when "
+        "they fit", choices=CACHES))
+    workers: int | None = field(default=None, metadata=doc(
+        "processes that read batches while the model trains; unset: 0 for data in memory, up to 4 for images read "
+        "from disk"))
 
     def __post_init__(self) -> None:
         checks.declared_choices(self)
@@ -59,6 +70,9 @@ class DataConfig:
         checks.positive_int(self, "vocab_size", "max_length")
         checks.int_at_least(self, 2, "label_bins")
         checks.non_negative_int(self, "train_limit")
+        if self.workers is not None:
+            checks.non_negative_int(self, "workers")
+        self.image_options()  # its own checks
         if self.vocab_size < len(SPECIALS) + 1:
             raise KlvaeError(f"vocab_size must leave room for a token beside the {len(SPECIALS)} specials; got "
                              f"{self.vocab_size}")
@@ -69,7 +83,12 @@ class DataConfig:
         options = TextOptions(self.tokenizer, self.vocab_size, self.max_length, self.train_limit, self.text_column,
                               self.label_column, self.label_from, self.label_bins)
         return load_dataset(self.name, data_dir or self.data_dir, self.binarize, self.val_fraction, seed,
-                            download=self.download, text_options=options, vocab=vocab)
+                            download=self.download, text_options=options, vocab=vocab,
+                            image_options=self.image_options())
+
+    def image_options(self) -> ImageOptions:
+        """How image files become tensors (ImageOptions checks the values)."""
+        return ImageOptions(self.image_size, self.colour, self.image_cache)
 
 
 @dataclass
@@ -252,7 +271,7 @@ def coerce(cls: type, field_name: str, value: Any, key: str | None = None) -> An
             raise KlvaeError(f"{name} must be of type {kind}; got null")
         return None
     try:
-        if kind == "int" and not isinstance(value, bool):
+        if kind in ("int", "int | None") and not isinstance(value, bool):
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError
             return int(value)

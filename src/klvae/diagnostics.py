@@ -69,7 +69,8 @@ def mutual_information(model, x: torch.Tensor, chunk: int = 256,
     One z_i ~ q(z|x_i) per point; I = mean_i [log q(z_i|x_i) - log q(z_i)] and
     KL(q(z) || p(z)) = mean_i [log q(z_i) - log p(z_i)]. The estimate of I cannot exceed log N.
 
-    With the class labels ``condition`` (N,) of a conditional model, the same surgery given y:
+    With the class labels ``condition`` (N,) of a conditional model (or its attributes (N, F)), the
+    same surgery given y:
     (I(x; z | y), E_y KL(q(z|y) || p(z|y))), q(z|y) the aggregate over the points of class y; they
     still sum to the mean KL(q(z|x, y) || p(z|y))."""
     c = {} if condition is None else {"condition": condition}
@@ -86,7 +87,8 @@ def mutual_information(model, x: torch.Tensor, chunk: int = 256,
         if y is None:
             parts.append(log_q.logsumexp(1) - math.log(n))
         else:
-            same = y[i:i + chunk, None] == y[None, :]  # (chunk, N): j of the same class as i
+            same = y[i:i + chunk, None] == y[None, :]  # (chunk, N): j of the same class (attributes) as i
+            same = same.all(-1) if same.dim() == 3 else same
             parts.append(log_q.masked_fill(~same, -math.inf).logsumexp(1) - same.sum(1).to(z.dtype).log())
     log_agg = torch.cat(parts)
     own = q.log_prob(z)

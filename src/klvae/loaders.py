@@ -2,10 +2,15 @@
 collate."""
 from __future__ import annotations
 
+import os
+
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from klvae.errors import KlvaeError
+
+
+MAX_WORKERS = 4
 
 
 class IndexedTensor(Dataset):
@@ -34,15 +39,26 @@ def _keep(batch):
 
 
 def loader(x: torch.Tensor, batch_size: int, shuffle: bool, labels: torch.Tensor | None = None,
-           bucket: int | None = None) -> DataLoader:
+           bucket: int | None = None, workers: int | None = None) -> DataLoader:
     """Batches of x: (N, *event), or of (x, labels) pairs when ``labels`` (N,) are given (a
     conditional model); Lightning swaps in a DistributedSampler under DDP. Rows of token ids
     (int64, padded with 0) are shuffled in buckets of similar length: consecutive runs of
-    ``bucket`` rows (the training batch) hold texts of about one length."""
+    ``bucket`` rows (the training batch) hold texts of about one length. x may be any object read
+    like a tensor (images read from disk on indexing); ``workers`` processes read its batches
+    (None: :func:`worker_count`)."""
+    workers = worker_count(x) if workers is None else workers
+    reading = {"num_workers": workers, "persistent_workers": workers > 0, "collate_fn": _keep}
     if shuffle and not x.is_floating_point() and x.dim() == 2:
         sampler = BucketSampler((x != 0).sum(1), bucket or batch_size)
-        return DataLoader(IndexedTensor(x, labels), batch_size=batch_size, sampler=sampler, collate_fn=_keep)
-    return DataLoader(IndexedTensor(x, labels), batch_size=batch_size, shuffle=shuffle, collate_fn=_keep)
+        return DataLoader(IndexedTensor(x, labels), batch_size=batch_size, sampler=sampler, **reading)
+    return DataLoader(IndexedTensor(x, labels), batch_size=batch_size, shuffle=shuffle, **reading)
+
+
+def worker_count(x) -> int:
+    """Reading processes for x: none for data in memory, up to MAX_WORKERS for data read from disk."""
+    if getattr(x, "cached", True):
+        return 0
+    return max(1, min(MAX_WORKERS, (os.cpu_count() or 1)))
 
 
 class BucketSampler(Sampler[int]):

@@ -1,7 +1,8 @@
 """Network bodies and decoders, each a registry.
 
-``NETS`` (``--net``): encoder and decoder bodies, an MLP for flat or small inputs and a small conv
-net for 28x28 and 64x64 images. An entry's builder is a :class:`NetBody`: ``encoder(event_shape,
+``NETS`` (``--net``): encoder and decoder bodies, an MLP for flat or small inputs, a small conv
+net for square images of 28, 32, 64 or 128 pixels, and ``conv-bn``, a deeper one with batch norm for
+colour photographs at 32 to 128 pixels (the layout of PyTorch-VAE's vanilla VAE). An entry's builder is a :class:`NetBody`: ``encoder(event_shape,
 hidden, out, activation)`` maps x: (B, *event) -> (B, out); ``decoder(out_shape, hidden,
 latent_dim, activation)`` maps z: (B, D) -> (B, *out_shape); ``features(event_shape, activation)``
 (optional) gives the encoder's features of x and their width, which a conditional encoder joins to
@@ -27,7 +28,9 @@ from klvae.errors import KlvaeError
 from klvae.registry import Registry
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU}
-CONV_SIZES = (28, 64)
+CONV_SIZES = (28, 32, 64, 128)
+CONV_BN_SIZES = (32, 64, 128)
+CONV_BN_WIDEST = 512
 
 
 def mlp(sizes: list[int], activation: str) -> nn.Sequential:
@@ -59,8 +62,9 @@ class MLPDecoder(nn.Module):
 
 
 def _conv_channels(size: int) -> list[int]:
-    # 28: 28 -> 14 -> 7;  64: 64 -> 32 -> 16 -> 8 -> 4 (the beta-VAE / Burgess et al. layout)
-    return [32, 64] if size == 28 else [32, 32, 64, 64]
+    # 28: 28 -> 14 -> 7;  64: 64 -> 32 -> 16 -> 8 -> 4 (the beta-VAE / Burgess et al. layout);
+    # 32 and 128 down to 4x4 likewise
+    return {28: [32, 64], 32: [32, 64, 64], 64: [32, 32, 64, 64], 128: [32, 32, 64, 64, 64]}[size]
 
 
 class ConvEncoder(nn.Module):
@@ -68,7 +72,7 @@ class ConvEncoder(nn.Module):
         super().__init__()
         channels, size = event_shape[0], event_shape[1]
         if size not in CONV_SIZES or event_shape[1] != event_shape[2]:
-            raise ValueError(f"conv net needs 28x28 or 64x64 images; got {event_shape}")
+            raise ValueError(f"conv net needs square images of side {', '.join(map(str, CONV_SIZES))}; got {event_shape}")
         layers: list[nn.Module] = []
         for c in _conv_channels(size):
             layers += [nn.Conv2d(channels, c, 4, stride=2, padding=1), ACTIVATIONS[activation]()]
@@ -105,6 +109,65 @@ class ConvDecoder(nn.Module):
         return self.deconv(h)
 
 
+def conv_bn_widths(size: int) -> list[int]:
+    """Channels of the stride-2 layers taking a side of ``size`` down to 2: 32, 64, ... doubling,
+    at most 512 (64 px: 32-64-128-256-512, PyTorch-VAE's vanilla VAE)."""
+    return [min(32 * 2**i, CONV_BN_WIDEST) for i in range(int(math.log2(size)) - 1)]
+
+
+def _down(a: int, b: int, activation: str) -> list[nn.Module]:
+    return [nn.Conv2d(a, b, 3, stride=2, padding=1), nn.BatchNorm2d(b), ACTIVATIONS[activation]()]
+
+
+def _up(a: int, b: int, activation: str) -> list[nn.Module]:
+    return [nn.ConvTranspose2d(a, b, 3, stride=2, padding=1, output_padding=1), nn.BatchNorm2d(b),
+            ACTIVATIONS[activation]()]
+
+
+class ConvBNEncoder(nn.Module):
+    """x: (B, C, S, S) -> (B, out): 3x3 stride-2 convolutions with batch norm down to 2x2
+    (``conv_bn_widths``), then dense layers of widths ``hidden``."""
+
+    def __init__(self, event_shape: tuple[int, ...], hidden: list[int], out: int, activation: str):
+        super().__init__()
+        _check_conv_bn(event_shape)
+        widths = conv_bn_widths(event_shape[1])
+        layers = [m for a, b in zip([event_shape[0], *widths], widths) for m in _down(a, b, activation)]
+        self.conv = nn.Sequential(*layers, nn.Flatten())
+        self.head = mlp([widths[-1] * 4, *hidden, out], activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.conv(x))
+
+
+class ConvBNDecoder(nn.Module):
+    """z: (B, D) -> (B, *out_shape): dense layers, then 3x3 stride-2 transposed convolutions with
+    batch norm from 2x2 up to the image's side, and a 3x3 convolution to the output channels."""
+
+    def __init__(self, out_shape: tuple[int, ...], hidden: list[int], latent_dim: int, activation: str):
+        super().__init__()
+        _check_conv_bn(out_shape)
+        widths = list(reversed(conv_bn_widths(out_shape[1])))
+        self.top = widths[0]
+        self.head = nn.Sequential(mlp([latent_dim, *reversed(hidden), widths[0] * 4], activation),
+                                  ACTIVATIONS[activation]())
+        ups = [m for a, b in zip(widths, [*widths[1:], widths[-1]]) for m in _up(a, b, activation)]
+        self.deconv = nn.Sequential(*ups, nn.Conv2d(widths[-1], out_shape[0], 3, padding=1))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.deconv(self.head(z).view(-1, self.top, 2, 2))
+
+
+def _fits_conv_bn(event_shape) -> bool:
+    return len(event_shape) == 3 and event_shape[1] == event_shape[2] in CONV_BN_SIZES
+
+
+def _check_conv_bn(event_shape) -> None:
+    if not _fits_conv_bn(event_shape):
+        raise ValueError(f"conv-bn net needs square images of side {', '.join(map(str, CONV_BN_SIZES))}; got "
+                         f"{tuple(event_shape)}")
+
+
 
 
 @dataclass(frozen=True)
@@ -125,6 +188,11 @@ def _conv_features(event_shape, activation):
     return body.conv, body.head[0].in_features
 
 
+def _conv_bn_features(event_shape, activation):
+    body = ConvBNEncoder(tuple(event_shape), [1], 1, activation)
+    return body.conv, body.head[0].in_features
+
+
 def _is_conv_image(event_shape) -> bool:
     return len(event_shape) == 3 and event_shape[1] == event_shape[2] in CONV_SIZES
 
@@ -132,8 +200,12 @@ def _is_conv_image(event_shape) -> bool:
 NETS = Registry("network body", "--net")
 NETS.register("mlp", "fully connected layers of widths --hidden, for any data shape",
               NetBody(MLPEncoder, MLPDecoder, _mlp_features), fits=lambda event_shape: True, auto_rank=0)
-NETS.register("conv", "conv stack for 28x28 and 64x64 images (stride-2 4x4 convolutions), dense layers --hidden",
-              NetBody(ConvEncoder, ConvDecoder, _conv_features), fits=_is_conv_image, auto_rank=1)
+NETS.register("conv", "conv stack for square images of 28, 32, 64 or 128 px (stride-2 4x4 convolutions to 7x7 "
+              "or 4x4), dense layers --hidden", NetBody(ConvEncoder, ConvDecoder, _conv_features), fits=_is_conv_image,
+              auto_rank=1)
+NETS.register("conv-bn", "deeper conv stack with batch norm for colour photos of 32, 64 or 128 px (3x3 stride-2 "
+              "convolutions of 32 to 512 channels down to 2x2, as PyTorch-VAE's vanilla VAE), dense layers --hidden",
+              NetBody(ConvBNEncoder, ConvBNDecoder, _conv_bn_features), fits=_fits_conv_bn)
 
 DECODERS = Registry("decoder", "--decoder")
 
@@ -156,7 +228,7 @@ DECODERS.register("autoregressive", "a GRU over image rows, Bernoulli pixels giv
 
 def pick_net(event_shape: tuple[int, ...], requested: str) -> str:
     """The registered body ``requested``, or for "auto" the fitting body of highest ``auto_rank``
-    (conv for (C, H, W) images with H = W in 28 or 64, else mlp)."""
+    (conv for (C, H, W) images with H = W in 28, 32, 64 or 128, else mlp)."""
     if requested != "auto":
         if requested != "custom":
             NETS.check(requested)

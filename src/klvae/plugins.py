@@ -70,11 +70,16 @@ def register_prior(name: str, description: str, builder: Callable | None = None,
     return PRIORS.register(name, description, builder, replace=replace, **caps)
 
 
-def register_likelihood(name: str, description: str, builder: Callable | None = None, *, params: int = 1,
-                        data_range: tuple[float, float] | None = None, replace: bool = False) -> Any:
+def register_likelihood(name: str, description: str, builder: Callable | None = None, *,
+                        params: int | Callable = 1, data_range: tuple[float, float] | None = None, bound: bool = True,
+                        discrete: bool = False, replace: bool = False) -> Any:
     """A likelihood: ``builder(event_shape, model_config)`` -> an ``nn.Module`` mapping the decoder
-    output (``params`` x the data's channels) and the data's event rank to p(x|z)."""
-    return LIKELIHOODS.register(name, description, builder, replace=replace, params=params, data_range=data_range)
+    output (``params`` x the data's channels, or ``params(channels, model_config)`` channels) and
+    the data's event rank to p(x|z). ``bound``: False for a loss that is not a normalised likelihood
+    (evaluation and the report then say the ELBO bounds nothing); ``discrete``: log_prob gives the
+    probabilities of 8-bit values (evaluation reports bits per dimension)."""
+    return LIKELIHOODS.register(name, description, builder, replace=replace, params=params, data_range=data_range,
+                                bound=bound, discrete=discrete)
 
 
 def register_net(name: str, description: str, encoder: Callable, decoder: Callable, *,

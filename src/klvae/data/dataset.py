@@ -26,8 +26,10 @@ def bernoulli_draw(p: torch.Tensor, generator: torch.Generator | None = None) ->
 class Dataset:
     """Train / val / test tensors of one data set, held in memory.
 
-    train, val, test: (N, *event) float32 (grey images in [0, 1]); labels: (N,) int64 class
-    labels, (N, F) float32 ground-truth factors (the angles of `pendulum` / `arm`), or None.
+    train, val, test: (N, *event) float32 (grey images in [0, 1]), or for photographs
+    :class:`~klvae.data.images.ImageFiles` that read as such a tensor; labels: (N,) int64 class
+    labels, (N, F) float32 ground-truth factors (the angles of `pendulum` / `arm`), (N, F) int64
+    binary attributes named by ``attributes`` (CelebA's), or None.
     binarize is the resolved mode: "dynamic" (train stays grey and is resampled per batch by
     `train_batch`; val and test were drawn once), "static" (all thresholded at 0.5) or "none".
     binary is True when the model should use a Bernoulli likelihood.
@@ -42,11 +44,18 @@ class Dataset:
     test_labels: torch.Tensor | None
     binarize: str
     binary: bool
+    attributes: list[str] | None = None  # names of the columns of (N, F) binary attribute labels (CelebA's)
 
     @property
     def event_shape(self) -> tuple[int, ...]:
         """Shape of one data point, e.g. (1, 28, 28)."""
         return tuple(self.train.shape[1:])
+
+    def value_range(self) -> tuple[float, float]:
+        """(low, high) of the training data: the tensor's, or the range an image reader gives."""
+        if isinstance(self.train, torch.Tensor):
+            return float(self.train.min()), float(self.train.max())
+        return self.train.value_range
 
     def train_batch(
         self, x: torch.Tensor, generator: torch.Generator | None = None
@@ -114,6 +123,15 @@ def class_count(data: Dataset) -> int:
     if low < 0:
         raise KlvaeError(f"condition label needs class labels 0..C-1; {data.name} has label {low}; relabel the data")
     return max(int(y.max()) for y in parts if len(y)) + 1
+
+
+def attribute_count(data: Dataset) -> int:
+    """F, for the (N, F) binary attribute labels of data's splits (CelebA's 40): what a model
+    conditioned on attributes reads; KlvaeError naming the fix when data have none."""
+    if not data.attributes:
+        raise KlvaeError(f"condition attributes needs binary attribute labels, and {data.name} has none; use a data set "
+                         "with attributes (celeba, or a folder in CelebA's layout) or --condition label / none")
+    return len(data.attributes)
 
 
 def make_dataset(

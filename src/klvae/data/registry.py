@@ -9,9 +9,11 @@ import math
 import os
 from pathlib import Path
 
-from klvae.data import arm, binarized, digits, dsprites, frey, idx
+from klvae.data import arm, binarized, colour_shapes, digits, dsprites, frey, idx, lfw
 from klvae.data.dataset import BINARIZE_MODES, Dataset, make_dataset
 from klvae.data.files import SUFFIXES, load_file
+from klvae.data.images import ImageOptions
+from klvae.data.photos import CELEBA, ImageSource, folder_source, load_images
 from klvae.data.splits import Source
 from klvae.data.tokens import SOURCES as TEXT_SOURCES, TextOptions, TextSource, file_source, load_tokens
 from klvae.errors import KlvaeError
@@ -19,23 +21,26 @@ from klvae.registry import Registry
 
 DATASETS = Registry("dataset", "--data")
 for _source in (digits.SOURCE, idx.MNIST, idx.FASHION_MNIST, binarized.SOURCE, frey.SOURCE, arm.PENDULUM, arm.ARM,
-                dsprites.DSPRITES, dsprites.GENERATED):
+                dsprites.DSPRITES, dsprites.GENERATED, colour_shapes.SOURCE, lfw.SOURCE, lfw.NONFACES):
     DATASETS.register(_source.name, _source.description, _source, default_binarize=_source.default_binarize,
                       kind="arrays")
 for _text in TEXT_SOURCES.values():
     DATASETS.register(_text.name, _text.description, _text, default_binarize="none", kind="tokens")
+DATASETS.register(CELEBA.name, CELEBA.description, CELEBA, default_binarize="none", kind="images")
 
 
-def register_dataset(source: Source | TextSource, replace: bool = False) -> Source | TextSource:
-    """Add a data set: a Source (``source.load(data_dir, download)`` returns its RawSplits) or a
-    TextSource (``source.read(data_dir, options)`` returns its TextSplits)."""
-    if isinstance(source, TextSource):
+def register_dataset(source: Source | TextSource | ImageSource, replace: bool = False) -> Source | TextSource | ImageSource:
+    """Add a data set: a Source (``source.load(data_dir, download)`` returns its RawSplits), a
+    TextSource (``source.read(data_dir, options)`` returns its TextSplits) or an ImageSource
+    (``source.read(data_dir, options, val_fraction, seed, log)`` returns its ImageSplits)."""
+    kinds = {TextSource: "tokens", ImageSource: "images"}
+    if type(source) in kinds:
         DATASETS.register(source.name, source.description, source, replace=replace, default_binarize="none",
-                          kind="tokens")
+                          kind=kinds[type(source)])
         return source
     if not isinstance(source, Source):
-        raise KlvaeError(f"a dataset is registered as a klvae.data.splits.Source or klvae.data.tokens.TextSource; "
-                         f"got {type(source).__name__}")
+        raise KlvaeError(f"a dataset is registered as a klvae.data.splits.Source, klvae.data.tokens.TextSource or "
+                         f"klvae.data.photos.ImageSource; got {type(source).__name__}")
     DATASETS.register(source.name, source.description, source, replace=replace,
                       default_binarize=source.default_binarize, kind="arrays")
     return source
@@ -54,10 +59,10 @@ def list_datasets() -> list[tuple[str, str]]:
 
 def data_kind(name: str | os.PathLike) -> str:
     """What a data set holds, from its name alone: ``tokens`` (a text corpus, a .txt file, a text
-    .csv, a Penn Treebank folder) or ``arrays``."""
+    .csv, a Penn Treebank folder) or ``arrays`` (images too)."""
     key = os.fspath(name).strip().lower().replace("_", "-")
     if key in DATASETS:
-        return DATASETS[key].get("kind", "arrays")
+        return "tokens" if DATASETS[key].get("kind") == "tokens" else "arrays"
     return "tokens" if file_source(os.fspath(name)) is not None else "arrays"
 
 
@@ -78,10 +83,12 @@ def load_dataset(
     download: bool = False,
     text_options: TextOptions | None = None,
     vocab=None,
+    image_options: ImageOptions | None = None,
 ) -> Dataset:
     """Load a registered data set or a user file into memory, split and binarised.
 
-    name: a name from `list_datasets()` or a path to a .npy / .npz / .csv file.
+    name: a name from `list_datasets()`, a path to a .npy / .npz / .csv file, or a folder of
+    images (PNG / JPEG / WebP, sub-folders as classes; or CelebA's official layout).
     binarize: "auto" (the data set's default), "dynamic", "static" or "none".
     val_fraction: in (0, 0.5], the part of train held out as val, chosen with seed
     (ignored where the data set has an official validation split).
@@ -89,6 +96,7 @@ def load_dataset(
     Data already in {0, 1} resolves to binarize="none" with binary=True.
     text_options: how a text or SMILES corpus (or a .txt / text .csv file, a PTB folder) becomes token
     rows (a TokenDataset); vocab: a trained run's vocabulary to encode them with.
+    image_options: how image files become tensors (size, colour, held in memory or read from disk).
     Raises KlvaeError for a bad option, an unknown name, or a missing or invalid file.
     """
     _check_options(binarize, val_fraction, seed)
@@ -98,6 +106,11 @@ def load_dataset(
         text_source = DATASETS[key].builder if DATASETS[key].get("kind") == "tokens" else None
     else:
         text_source = file_source(text)
+    image_source = DATASETS[key].builder if key in DATASETS and DATASETS[key].get("kind") == "images" else None
+    if image_source is None and text_source is None:
+        image_source = folder_source(text)
+    if image_source is not None:
+        return load_images(image_source, resolve_data_dir(data_dir), image_options, val_fraction, seed)
     if text_source is not None:
         return load_tokens(text_source, resolve_data_dir(data_dir), text_options or TextOptions(), val_fraction,
                            seed, vocab)
@@ -115,8 +128,8 @@ def _unknown_message(text: str, key: str) -> str:
     close = difflib.get_close_matches(key, DATASETS.names(), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return (
-        f"unknown dataset {text!r}{hint}; choose one of: {', '.join(DATASETS)}, or a "
-        f"{'/'.join(SUFFIXES)} file path (see `klvae datasets`)"
+        f"unknown dataset {text!r}{hint}; choose one of: {', '.join(DATASETS)}, a "
+        f"{'/'.join(SUFFIXES)} file path or a folder of images (see `klvae datasets`)"
     )
 
 

@@ -11,6 +11,7 @@ from klvae.diagnostics import active_units, off_fraction
 from klvae.evaluation.directional import angle_recovery
 from klvae.evaluation.sequences import is_token_rows, sequence_figures
 from klvae.errors import KlvaeError
+from klvae.likelihoods import LIKELIHOODS, bound_note
 from klvae.models.conditional import condition_of
 from klvae.objectives import ElboTerms, elbo, iwae_bound
 from klvae.run import BASELINE, WEIGHTS, RunDir
@@ -93,6 +94,22 @@ def evaluate_model(model, x: torch.Tensor, iwae_k: int = 1000, batch_size: int |
     return result
 
 
+def likelihood_figures(model, result: dict) -> dict:
+    """What the likelihood of p(x|z) adds to a result: ``bits_per_dim`` (and ``elbo_bits_per_dim``)
+    where it gives the probabilities of 8-bit values (-log2 p(x) over the data's elements);
+    ``bound: False`` and a ``note`` where the reconstruction term is a loss, not a likelihood."""
+    name = getattr(getattr(model, "spec", None), "likelihood", None)
+    if name not in LIKELIHOODS:
+        return {}
+    entry, out = LIKELIHOODS[name], {}
+    if entry.get("discrete"):
+        per_bit = math.prod(model.event_shape) * math.log(2)
+        out = {"bits_per_dim": result["nll_iwae"] / per_bit, "elbo_bits_per_dim": -result["elbo"] / per_bit}
+    if (note := bound_note(name)) is not None:
+        out = {"bound": False, "note": note}
+    return out
+
+
 def split_data(config, split: str, data_dir: str | None = None, vocab=None) -> torch.Tensor:
     """The evaluation copy of one split of a run's dataset (binarised once, deterministically)."""
     return split_with_labels(config, split, data_dir, vocab)[0]
@@ -132,7 +149,8 @@ def evaluate(run_dir: str | Path, split: str = "test", iwae_k: int = 1000, batch
     condition = condition_of(model, labels)
     result = {"split": split, **evaluate_model(model, x, iwae_k, batch_size, seed, condition)}
     if condition is not None:  # the bounds are on log p(x|y), given the test labels
-        result["condition"] = "label"
+        result["condition"] = model.spec.condition
+    result.update(likelihood_figures(model, result))
     if labels is not None and labels.is_floating_point():  # ground-truth angles (pendulum, arm)
         result["circular_correlation"] = angle_recovery(model, x.to(device), labels)
     baseline = RunDir(run.file(BASELINE))

@@ -4,7 +4,8 @@ for samples of models of labelled image data.
 
 The features are NOT Inception's: the Fréchet distance here is in the 64-dimensional
 penultimate layer of a small MLP classifier that klvae trains on the data set's own training split
-(MNIST for mnist and binarized-mnist runs, Fashion-MNIST, or the 8x8 digits). It is not the
+(MNIST for mnist and binarized-mnist runs, Fashion-MNIST, the 8x8 digits, or the 32x32 colour shapes,
+whose classes are the three shapes). It is not the
 Inception FID of Heusel et al. (2017) and is not comparable with published FIDs; it compares
 samples of models of the same data, drawn in the same number (the estimate of the distance
 depends on the number of samples, as FID's does).
@@ -28,7 +29,8 @@ import torch.nn.functional as F
 from klvae.errors import KlvaeError
 from klvae.evaluation.precision_recall import precision_recall
 
-CLASSIFIER_DATA = {"mnist": "mnist", "binarized-mnist": "mnist", "fashion-mnist": "fashion-mnist", "digits": "digits"}
+CLASSIFIER_DATA = {"mnist": "mnist", "binarized-mnist": "mnist", "fashion-mnist": "fashion-mnist", "digits": "digits",
+                   "colour-shapes": "colour-shapes"}
 VERSION = 1  # part of the cache file's name: a change of the recipe below trains a new classifier
 HIDDEN, FEATURES = 256, 64  # widths of the classifier's two hidden layers; the second gives the features
 STEPS, BATCH, LR, SEED = 2000, 128, 1e-3, 0  # Adam steps: ~4 epochs of MNIST, ~190 of the 1,350 digits

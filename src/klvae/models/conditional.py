@@ -13,6 +13,8 @@ float (e.g. a soft label between two classes, as an interpolation walks from one
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -20,15 +22,52 @@ import torch.nn.functional as F
 from torch.distributions import Distribution
 
 from klvae.bounds import given  # noqa: F401  (re-exported: the models' home of it)
+from klvae.data.dataset import Dataset, attribute_count, class_count
 from klvae.distributions import diagonal_normal, scale_from_raw
 from klvae.errors import KlvaeError
 from klvae.latents import latent_family
 from klvae.nets import encoder_features, mlp
 from klvae.priors import PRIORS
 
+@dataclass(frozen=True)
+class Condition:
+    """What a model is conditioned on: ``width(data)`` gives the condition vector's width C from
+    the data (KlvaeError naming the fix when they have no such labels), ``read(labels)`` turns the
+    labels of a batch into what the model reads (class labels (N,), (N, C) floats, or None for no
+    condition), and
+    ``per_class_prior`` says whether --conditional-prior fits it."""
+
+    description: str
+    width: Callable[[Dataset], int]
+    read: Callable[[torch.Tensor], torch.Tensor]
+    per_class_prior: bool
+
+
+def _no_width(data: Dataset) -> int:
+    return 0
+
+
+def _attributes(labels: torch.Tensor | None) -> torch.Tensor:
+    if labels is None or labels.is_floating_point() or labels.ndim != 2:
+        got = "none" if labels is None else f"labels of shape {tuple(labels.shape)} ({labels.dtype})"
+        raise KlvaeError(f"this model is conditioned on attributes and needs (N, F) binary attribute labels; got {got}; "
+                         "give it data with attributes (e.g. celeba)")
+    return labels.float()
+
+
+def _classes(labels: torch.Tensor | None) -> torch.Tensor:
+    if labels is None or labels.is_floating_point() or labels.ndim != 1:
+        raise KlvaeError("this run is a conditional model (condition label) and needs the class labels of the data; "
+                         "give it labelled data of the classes it was trained on")
+    return labels
+
+
 CONDITIONS = {
-    "none": "no condition",
-    "label": "encoder, decoder (and with --conditional-prior the prior) see the one-hot class label",
+    "none": Condition("no condition", _no_width, lambda labels: None, False),
+    "label": Condition("encoder, decoder (and with --conditional-prior the prior) see the one-hot class label",
+                       class_count, _classes, True),
+    "attributes": Condition("encoder and decoder see the vector of binary attributes (CelebA's 40)",
+                            attribute_count, _attributes, False),
 }
 
 
@@ -42,6 +81,9 @@ def check_condition(condition: str, conditional_prior: bool, latent: str, prior:
         if conditional_prior:
             raise KlvaeError("conditional_prior needs a condition; add --condition label or drop --conditional-prior")
         return
+    if conditional_prior and not CONDITIONS[condition].per_class_prior:
+        raise KlvaeError(f"conditional_prior learns p(z|y) per class and does not fit condition {condition!r}; drop "
+                         "--conditional-prior")
     if num_classes is not None and num_classes < 2:
         raise KlvaeError(f"condition {condition!r} needs at least 2 classes; got num_classes {num_classes}")
     if not PRIORS[prior].get("conditional", True):
@@ -60,14 +102,9 @@ def is_conditional(model) -> bool:
 
 
 def condition_of(model, labels: torch.Tensor | None) -> torch.Tensor | None:
-    """The condition a model runs on data with these labels: the labels for a conditional model
-    (KlvaeError when the data have no class labels), None for any other model."""
-    if not is_conditional(model):
-        return None
-    if labels is None or labels.is_floating_point() or labels.ndim != 1:
-        raise KlvaeError("this run is a conditional model (condition label) and needs the class labels of the data; "
-                         "give it labelled data of the classes it was trained on")
-    return labels
+    """The condition a model runs on data with these labels: the labels as the model reads them
+    for a conditional model (KlvaeError when the data have none of its kind), None for any other."""
+    return CONDITIONS[getattr(getattr(model, "spec", None), "condition", "none")].read(labels)
 
 
 def one_hot(condition: torch.Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -170,7 +170,7 @@ class DeepHierarchicalVAE(TopDownHierarchy):
         self.projections = nn.ModuleList([nn.Conv2d(n, width, 1) if conv else nn.Linear(n, width) for n in sizes])
         self.down_cells = nn.ModuleList([cells() for _ in range(levels)])
         self.likelihood = make_likelihood(spec)
-        self.out_shape = output_shape(self.event_shape, spec.likelihood)
+        self.out_shape = output_shape(self.event_shape, spec.likelihood, spec)
         self.out = _head(width, self.out_shape[0] if conv else math.prod(self.out_shape), conv, act)
         nn.init.kaiming_uniform_(self.out[1].weight, a=math.sqrt(5))  # the output starts as a usual layer
         self.family = HierarchicalFamily(self)

@@ -57,7 +57,7 @@ def build_decoding(config, decoder_in: int, decoder: nn.Module | None = None, li
     if DECODERS[config.decoder].distribution:
         out_shape = event_shape
     else:
-        out_shape = event_shape if config.likelihood == CUSTOM else output_shape(event_shape, config.likelihood)
+        out_shape = event_shape if config.likelihood == CUSTOM else output_shape(event_shape, config.likelihood, config)
     if decoder is None:
         decoder = make_decoder(config.net, out_shape, config.hidden, decoder_in, config.activation, config.decoder)
     if DECODERS[config.decoder].distribution:

@@ -37,7 +37,7 @@ class VAEConfig:
     latent_dim: int = field(default=16, metadata=doc("latent dimensions D"))
     hidden: list[int] = field(default_factory=lambda: [256, 256], metadata=doc(
         "hidden layer widths of the encoder (the decoder mirrors them), e.g. 512 512"))
-    net: str = field(default="auto", metadata=doc("network body; auto: conv for 28x28 / 64x64 images, else mlp",
+    net: str = field(default="auto", metadata=doc("network body; auto: conv for square images of 28, 32, 64 or 128 px, else mlp",
                                                   registry=NETS, extra=("auto",), custom=True))
     activation: str = field(default="relu", metadata=doc("activation of the hidden layers", choices=tuple(ACTIVATIONS)))
     likelihood: str = field(default="auto", metadata=doc(
@@ -47,6 +47,10 @@ class VAEConfig:
         "gaussian likelihood: a fixed scale; unset: learned per data element"))
     min_scale: float = field(default=1e-4, metadata=doc(
         "floor added to softplus scales; keeps log q finite as a scale goes to 0"))
+    mixture_components: int = field(default=10, metadata=doc(
+        "logistic-mixture likelihood: mixture components per pixel (10 in PixelCNN++ and VDVAE)"))
+    loss_scale: float | None = field(default=None, metadata=doc(
+        "ssim / ms-ssim / watson losses: the weight of the distance in the objective; unset: the loss's default"))
     latent: str = field(default="gaussian", metadata=doc("latent family of q(z|x) and its prior", registry=LATENTS))
     prior: str = field(default="standard", metadata=doc("p(z): the family's own, or a learned one", registry=PRIORS,
                                                         custom=True))
@@ -66,7 +70,7 @@ class VAEConfig:
 
     def validate(self) -> None:
         """Every option of the model, once; those that depend on the data when it is known."""
-        checks.positive_int(self, "latent_dim", "prior_components")
+        checks.positive_int(self, "latent_dim", "prior_components", "mixture_components")
         checks.non_negative_int(self, "num_classes")
         checks.int_list(self, "hidden", "positive layer widths like [256, 256]")
         checks.declared_choices(self)
@@ -77,6 +81,10 @@ class VAEConfig:
             checks.number(self, "decoder_scale")
             if self.decoder_scale <= 0:
                 raise KlvaeError(f"decoder_scale must be > 0 (or null for a learned scale); got {self.decoder_scale}")
+        if self.loss_scale is not None:
+            checks.number(self, "loss_scale")
+            if self.loss_scale <= 0:
+                raise KlvaeError(f"loss_scale must be > 0 (or null for the loss's default); got {self.loss_scale}")
         if self.prior != CUSTOM:
             check_prior(self.prior, self.latent)
         check_condition(self.condition, self.conditional_prior, self.latent,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from klvae.config import TrainConfig
 from klvae.errors import KlvaeError
+from klvae.likelihoods import bound_note
 from klvae.report import plots
 from klvae.report.compare import final_verdict
 from klvae.run import STEPS, RunDir, atomic_write
@@ -162,9 +163,11 @@ def write_report(run_dir: str | Path) -> Path:
     """Write ``report.html`` in the run directory from what it holds; returns its path."""
     run = RunDir.open(run_dir)
     run_dir, config, rows = run.path, run.config(), run.metrics()
+    not_a_bound = bound_note(getattr(run.spec(), "likelihood", ""))
     parts = [f"<h1>klvae run: {html.escape(run_dir.name)}</h1>",
              f"<p>{html.escape(config.model.name)} on <b>{html.escape(config.data.name)}</b>, latent dim {config.model.latent_dim}, "
              f"beta {config.objective.beta}, {len(rows)} epochs. All figures in nats per data point.</p>",
+             *([_note(not_a_bound)] if not_a_bound else []),
              verdict_section(config, rows), config_section(config, rows),
              *training_sections(rows, read_steps(run_dir), config.model.latent_dim)]
     pictures = picture_sections(run)

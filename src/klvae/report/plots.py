@@ -60,9 +60,14 @@ def image_grid(x: torch.Tensor, rows: int | None = None, pad: int = 1) -> np.nda
     return grid
 
 
+AT_SIZE = 32  # images of this side and above (photos) are drawn at their size, one pixel per pixel
+
+
 def save_grid(path: str | Path, x: torch.Tensor, rows: int | None = None) -> Path:
+    """The images x tiled into a PNG: photos at their size, small images (8x8 digits) blown up."""
     grid = image_grid(x, rows)
-    scale = max(1, 600 // max(grid.shape[:2]))  # small images (8x8 digits) are blown up to be seen
+    small = min(as_images(x[:1]).shape[1:3]) < AT_SIZE
+    scale = max(1, 600 // max(grid.shape[:2])) if small else 1
     big = np.kron(grid, np.ones((scale, scale) + (1,) * (grid.ndim - 2), dtype=grid.dtype))
     return atomic_save(path, lambda buf: plt.imsave(buf, big, cmap="gray", vmin=0, vmax=1, format="png"))
 
