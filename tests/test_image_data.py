@@ -13,7 +13,7 @@ import torch
 from PIL import Image, ImageOps, features
 from torch.utils.data import DataLoader
 
-from klvae.data import images
+from klvae.data import image_files, images
 from klvae.data.celeba import ATTR_FILE, IMAGES_DIR, PARTITION_FILE, is_celeba, load_celeba
 from klvae.data.images import ImageFiles, ImageOptions, is_image_folder, load_image_folder
 from klvae.data.splits import TEST_SEED
@@ -240,7 +240,7 @@ def test_memory_and_disk_give_identical_tensors(tmp_path):
 def test_decoding_in_threads_keeps_the_order_of_the_files(tmp_path, monkeypatch):
     _write_plain(tmp_path, 30)
     one_by_one = load_image_folder(tmp_path, ImageOptions(size=S, cache="memory")).train.float()
-    monkeypatch.setattr(images, "CHUNK", 2)  # thread-pool tasks of 2 files from 4 files up
+    monkeypatch.setattr(image_files, "CHUNK", 2)  # thread-pool tasks of 2 files from 4 files up
     assert torch.equal(load_image_folder(tmp_path, ImageOptions(size=S, cache="memory")).train.float(), one_by_one)
     disk = load_image_folder(tmp_path, ImageOptions(size=S, cache="disk")).train
     assert torch.equal(disk.float(), one_by_one) and torch.equal(disk[5:20], one_by_one[5:20])

@@ -154,3 +154,27 @@ def test_the_colour_pictures_of_the_library_keep_their_channels(photos):
     x = data.train[:4]
     assert x.dtype == torch.float32 and x.min() >= 0 and x.max() <= 1
     assert torch.equal((x * 255).round() / 255, x)  # 8-bit values
+
+
+def test_a_conv_hierarchy_models_colour_photos_with_the_logistic_mixture(photos, tmp_path):
+    out = tmp_path / "run"
+    r = cli("train", "--data", photos, "--image-size", 32, "--epochs", 1, "--model", "deep-hvae", "--net", "conv",
+            "--latent-dims", 4, 2, "--width", 16, "--likelihood", "logistic-mixture", "--mixture-components", 3,
+            "--batch-size", 8, "--out", out, "--no-progress")
+    assert r.rc == 0, r.err
+    assert json.loads((out / "model.json").read_text())["event_shape"] == [3, 32, 32]
+    r = cli("evaluate", out, "--iwae-k", 2, "--json")
+    assert r.rc == 0, r.err
+    result = json.loads(r.out)
+    assert len(result["kl_per_layer"]) == 2 and 0 < result["bits_per_dim"] < 10
+
+
+def test_a_class_left_out_of_a_folder_keeps_its_images_on_disk(photos):
+    from klvae.data import load_dataset
+    from klvae.data.images import ImageOptions
+
+    data = load_dataset(photos, image_options=ImageOptions(32, "rgb", "disk"))
+    kept = data.without_classes([0])
+    assert not kept.train.cached and len(kept.train) == int((data.train_labels == 1).sum())
+    assert torch.equal(kept.train[:3], data.train[torch.nonzero(data.train_labels == 1).flatten()[:3]])
+    assert (kept.train_labels == 1).all() and len(kept.test) == len(data.test)

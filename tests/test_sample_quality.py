@@ -142,9 +142,10 @@ def test_samples_of_one_class_cover_one_class(digits, cache):
 
 
 def test_data_without_a_classifier_is_an_error_naming_the_supported_data():
-    with pytest.raises(KlvaeError, match="mnist, binarized-mnist, fashion-mnist, digits only"):
+    with pytest.raises(KlvaeError, match="mnist, binarized-mnist, fashion-mnist, digits, colour-shapes only"):
         classifier_data("frey-face")
     assert classifier_data("binarized_mnist") == "mnist"
+    assert classifier_data("colour-shapes") == "colour-shapes"
 
 
 def test_samples_of_another_shape_are_an_error(cache):

@@ -100,8 +100,7 @@ def fit(config: TrainConfig | dict[str, Any] | str | Path, overwrite: bool = Fal
     chunk = batch * config.trainer.steps_per_execution  # VAETask.training_step splits it into batches
     workers = config.data.workers
     trainer.fit(task, loader(data.train, chunk, True, labels["train"], bucket=batch, workers=workers),
-                loader(data.val, batch, False, labels["val"], workers=workers),
-                ckpt_path=ckpt)
+                loader(data.val, batch, False, labels["val"], workers=workers), ckpt_path=ckpt)
     if config.trainer.baseline and is_primary_process():
         changes = MODELS[config.model.name].baseline
         fit(config.replace(**changes, baseline=False, out=str(run.file(BASELINE))), overwrite=True)

@@ -298,6 +298,8 @@ def cmd_datasets(args: argparse.Namespace) -> None:
     print(f"{'PATH':16s} your own .npy / .npz / .csv file: --data path/to/file.npy")
     print(f"{'PATH':16s} your own texts: a .txt file (one per line), a .csv with a text, sentence or smiles column, "
           "or a folder with ptb.train.txt / ptb.valid.txt / ptb.test.txt")
+    print(f"{'PATH':16s} your own images: a folder of PNG / JPEG / WebP files (sub-folders as classes) or in "
+          "CelebA's layout: --data ~/photos --image-size 64")
 
 
 def cmd_models(args: argparse.Namespace) -> None:

@@ -24,7 +24,7 @@ class DataConfig:
     """Where the data come from and how they are split and binarised."""
 
     name: str = field(default="digits", metadata=doc(
-        "a data set (see `klvae datasets`) or a .npy / .npz / .csv file path", datasets=True))
+        "a data set (see `klvae datasets`), a .npy / .npz / .csv file path, or a folder of images", datasets=True))
     data_dir: str | None = field(default=None, metadata=doc("data folder; unset: $KLVAE_DATA, else ./data"))
     binarize: str = field(default="auto", metadata=doc(
         "auto: the data set's default (dynamic for MNIST-likes); dynamic: a fresh draw per batch; static: one draw",

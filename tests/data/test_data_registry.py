@@ -11,7 +11,8 @@ from klvae.data import BINARIZE_MODES, Dataset, list_datasets, load_dataset, res
 from klvae.errors import KlvaeError
 
 NAMES = ["digits", "mnist", "fashion-mnist", "binarized-mnist", "frey-face", "pendulum", "arm", "dsprites",
-         "dsprites-generated", "wordnet-definitions", "wordnet-examples", "moses"]
+         "dsprites-generated", "colour-shapes", "lfw-faces", "lfw-nonfaces", "wordnet-definitions", "wordnet-examples",
+         "moses", "celeba"]
 
 
 def test_list_datasets_names_and_descriptions():

@@ -88,8 +88,8 @@ class Dataset:
             raise KlvaeError(
                 f"exclude_labels {sorted(set(labels))} leave no {self.name} data to train or validate on; keep more classes"
             )
-        return replace(self, train=self.train[keep_train], train_labels=self.train_labels[keep_train],
-                       val=self.val[keep_val], val_labels=self.val_labels[keep_val])
+        return replace(self, train=_rows(self.train, keep_train), train_labels=self.train_labels[keep_train],
+                       val=_rows(self.val, keep_val), val_labels=self.val_labels[keep_val])
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{s}={len(getattr(self, s))}" for s in ("train", "val", "test"))
@@ -97,6 +97,11 @@ class Dataset:
             f"Dataset(name={self.name!r}, {sizes}, event_shape={self.event_shape}, "
             f"binarize={self.binarize!r}, binary={self.binary})"
         )
+
+
+def _rows(x, keep: torch.Tensor):
+    """The rows of x where keep (N,) is True: a tensor's, or images read from files kept lazy."""
+    return x[keep] if isinstance(x, torch.Tensor) else x.subset(keep)
 
 
 def class_labels(data: Dataset) -> list[int]:

@@ -9,6 +9,8 @@ and a scale per class (Gaussian latents).
 
 A condition is given as class labels (N,) int64 in 0..C-1, or as class probabilities (N, C)
 float (e.g. a soft label between two classes, as an interpolation walks from one to the other).
+With ``condition: attributes`` it is the vector of F binary attributes (N, F) (CelebA's 40), joined
+to the same inputs as the one-hot label is.
 """
 from __future__ import annotations
 
@@ -29,17 +31,17 @@ from klvae.latents import latent_family
 from klvae.nets import encoder_features, mlp
 from klvae.priors import PRIORS
 
+
 @dataclass(frozen=True)
 class Condition:
     """What a model is conditioned on: ``width(data)`` gives the condition vector's width C from
     the data (KlvaeError naming the fix when they have no such labels), ``read(labels)`` turns the
     labels of a batch into what the model reads (class labels (N,), (N, C) floats, or None for no
-    condition), and
-    ``per_class_prior`` says whether --conditional-prior fits it."""
+    condition), and ``per_class_prior`` says whether --conditional-prior fits it."""
 
     description: str
     width: Callable[[Dataset], int]
-    read: Callable[[torch.Tensor], torch.Tensor]
+    read: Callable[[torch.Tensor | None], torch.Tensor | None]
     per_class_prior: bool
 
 

@@ -59,8 +59,8 @@ class VAEConfig:
     name: str = field(default="vae", metadata=doc("the model (see `klvae models`)", internal=True))
     decoder: str = field(default="factorised", metadata=doc("how p(x|z) is built from z", registry=DECODERS))
     condition: str = field(default="none", metadata=doc(
-        "label: encoder, decoder (and with --conditional-prior the prior) see the one-hot class label",
-        choices=tuple(CONDITIONS)))
+        "label: encoder, decoder (and with --conditional-prior the prior) see the one-hot class label; attributes: "
+        "they see the binary attributes (CelebA's 40)", choices=tuple(CONDITIONS)))
     num_classes: int = field(default=0, metadata=doc("classes of the condition (from the data)", internal=True))
     conditional_prior: bool = field(default=False, metadata=doc(
         "with --condition label: a learned Gaussian p(z|y) per class instead of the standard p(z)"))
