@@ -18,7 +18,7 @@
     and 2 worker processes, and the time to decode the folder into memory.
 
     python benchmarks/bench_images.py [--parts nll losses reader] [--epochs E] [--iwae-k K]
-        [--nll-sets frey-face lfw-faces] [--losses gaussian ...] [--pictures docs/images] [--out runs/bench/images.json]
+        [--nll-sets frey-face lfw-faces] [--losses gaussian ...] [--loss-scale-times F] [--pictures docs/images] [--out runs/bench/images.json]
 """
 from __future__ import annotations
 
@@ -77,6 +77,17 @@ def part_nll(args, root: Path) -> dict:
     return table
 
 
+def loss_scale(loss: str, times: float) -> float | None:
+    """``times`` the default weight of a loss on 32x32 RGB images (None for a likelihood)."""
+    from types import SimpleNamespace
+
+    from klvae.likelihoods import LIKELIHOODS
+
+    if LIKELIHOODS[loss].get("bound", True):
+        return None
+    return times * LIKELIHOODS.build(loss, (3, 32, 32), SimpleNamespace(loss_scale=None)).scale
+
+
 def laplacian_energy(x: torch.Tensor) -> float:
     """Mean squared discrete Laplacian of images x: (N, C, H, W) per channel (interior pixels)."""
     lap = (x[..., 1:-1, :-2] + x[..., 1:-1, 2:] + x[..., :-2, 1:-1] + x[..., 2:, 1:-1] - 4 * x[..., 1:-1, 1:-1])
@@ -93,7 +104,8 @@ def part_losses(args, root: Path) -> dict:
     table = {}
     for loss in args.losses:
         start = time.perf_counter()
-        run = train("colour-shapes", loss, "conv", [256], args.epochs, root / f"shapes-{loss}")
+        scale = {"loss_scale": loss_scale(loss, args.loss_scale_times)} if args.loss_scale_times != 1 else {}
+        run = train("colour-shapes", loss, "conv", [256], args.epochs, root / f"shapes-{loss}", **scale)
         model = klvae.load(run)
         with torch.no_grad():
             fake = torch.cat([sample(model, 500, seed=i) for i in range(4)]).clamp(0, 1)
@@ -105,10 +117,11 @@ def part_losses(args, root: Path) -> dict:
                "sharpness": laplacian_energy(recon) / laplacian_energy(real),
                "bits_per_dim": bits(result, loss, 3 * 32 * 32) if result.get("bound", True) else None,
                "kl": result["kl"], "seconds": time.perf_counter() - start}
-        save_grid(pictures / f"shapes-{loss}-samples.png", fake[:32], rows=4)
-        save_grid(pictures / f"shapes-{loss}-reconstructions.png", torch.cat([real[:16], recon[:16]]), rows=2)
-        table[loss] = row
-        print(loss, row, flush=True)
+        name = loss if not scale else f"{loss}-x{args.loss_scale_times:g}"
+        save_grid(pictures / f"shapes-{name}-samples.png", fake[:32], rows=4)
+        save_grid(pictures / f"shapes-{name}-reconstructions.png", torch.cat([real[:16], recon[:16]]), rows=2)
+        table[name] = {**row, **scale}
+        print(name, row, flush=True)
     return table
 
 
@@ -150,6 +163,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--parts", nargs="+", default=["nll", "losses", "reader"], choices=("nll", "losses", "reader"))
     p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--loss-scale-times", type=float, default=1.0,
+                   help="the losses (ssim, watson) weighted this many times their default --loss-scale")
     p.add_argument("--nll-sets", nargs="+", default=list(NLL_SETS), choices=list(NLL_SETS))
     p.add_argument("--losses", nargs="+", default=list(LOSSES), choices=LOSSES)
     p.add_argument("--iwae-k", type=int, default=100)
