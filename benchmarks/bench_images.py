@@ -2,7 +2,7 @@
 
 (a) ``nll``: test NLL in bits per dimension (IWAE, K samples) of the discretised logistic and its
     mixture beside the Gaussian with a learned scale, on the faces at hand: Frey Face (28x20) and
-    scikit-image's 100 LFW faces (25x25), MLP VAEs (200 epochs at batch 50 on Frey Face's 1,591
+    scikit-image's 100 LFW faces (25x25), MLP VAEs (200 epochs at batch 50 on Frey Face's 1,592
     training images; 1,000 at batch 10 on LFW's 81). The Gaussian's
     density is over [0, 1]: its bits per dimension are -log2 p(x) / D + 8 (the density of one of 256
     bins of width 1/256), an approximation, not a bound, on undequantised data.
