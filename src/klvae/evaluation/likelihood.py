@@ -101,13 +101,12 @@ def likelihood_figures(model, result: dict) -> dict:
     name = getattr(getattr(model, "spec", None), "likelihood", None)
     if name not in LIKELIHOODS:
         return {}
-    entry, out = LIKELIHOODS[name], {}
-    if entry.get("discrete"):
-        per_bit = math.prod(model.event_shape) * math.log(2)
-        out = {"bits_per_dim": result["nll_iwae"] / per_bit, "elbo_bits_per_dim": -result["elbo"] / per_bit}
     if (note := bound_note(name)) is not None:
-        out = {"bound": False, "note": note}
-    return out
+        return {"bound": False, "note": note}
+    if not LIKELIHOODS[name].get("discrete"):
+        return {}
+    per_bit = math.prod(model.event_shape) * math.log(2)
+    return {"bits_per_dim": result["nll_iwae"] / per_bit, "elbo_bits_per_dim": -result["elbo"] / per_bit}
 
 
 def split_data(config, split: str, data_dir: str | None = None, vocab=None) -> torch.Tensor:

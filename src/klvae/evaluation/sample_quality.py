@@ -5,8 +5,8 @@ for samples of models of labelled image data.
 The features are NOT Inception's: the Fréchet distance here is in the 64-dimensional
 penultimate layer of a small MLP classifier that klvae trains on the data set's own training split
 (MNIST for mnist and binarized-mnist runs, Fashion-MNIST, the 8x8 digits, or the 32x32 colour shapes,
-whose classes are the three shapes). It is not the
-Inception FID of Heusel et al. (2017) and is not comparable with published FIDs; it compares
+whose classes are the three shapes). It is not the Inception FID of Heusel et al. (2017) and is
+not comparable with published FIDs; it compares
 samples of models of the same data, drawn in the same number (the estimate of the distance
 depends on the number of samples, as FID's does).
 

@@ -77,7 +77,7 @@ def make_likelihood(config) -> nn.Module:
     return LIKELIHOODS.build(config.likelihood, tuple(config.event_shape), config)
 
 
-def output_shape(event_shape, likelihood: str, config=None) -> tuple[int, ...]:
+def output_shape(event_shape, likelihood: str, config) -> tuple[int, ...]:
     """The decoder output a likelihood reads for data of ``event_shape``: ``params`` x channels, or
     ``params(channels, config)`` channels where the count is not per channel (a mixture's)."""
     params = LIKELIHOODS[likelihood].get("params", 1)

@@ -34,7 +34,6 @@ from klvae.likelihoods import LIKELIHOODS
 
 BINS = 255  # the 256 values k/255 are 255 steps apart
 LOG_SCALE_FLOOR = -7.0  # log-scales are floored here, as VDVAE does: scale >= e^-7, about a quarter of a bin
-DEFAULT_COMPONENTS = 10  # mixture components when the config names none (PixelCNN++ and VDVAE use 10)
 
 
 def log_inner_factor(log_scale: torch.Tensor) -> torch.Tensor:
@@ -236,16 +235,22 @@ class LogisticLikelihood(nn.Module):
         return Independent(DiscretisedLogistic(loc, log_scale, validate_args=False), event_ndims, validate_args=False)
 
 
-def mixture_channels(channels: int, config=None) -> int:
-    """Decoder output channels of the mixture for images of ``channels`` channels: K (1 + 2C + C(C-1)/2),
-    K = ``config.mixture_components`` (10 without a config). Data that are not (C, H, W) images
-    are a KlvaeError."""
-    event_shape = getattr(config, "event_shape", None)
+def _outputs_per_component(channels: int) -> int:
+    """A logit, a loc and a log-scale per channel, and C(C-1)/2 couplings: 1 + 2C + C(C-1)/2."""
+    return 1 + 2 * channels + channels * (channels - 1) // 2
+
+
+def _check_images(event_shape) -> None:
     if event_shape is not None and len(event_shape) != 3:
         raise KlvaeError(f"likelihood logistic-mixture needs images of shape (C, H, W); got data of shape "
                          f"{tuple(event_shape)}; use --likelihood logistic")
-    components = getattr(config, "mixture_components", DEFAULT_COMPONENTS) if config is not None else DEFAULT_COMPONENTS
-    return components * (1 + 2 * channels + channels * (channels - 1) // 2)
+
+
+def mixture_channels(channels: int, config) -> int:
+    """Decoder output channels of the mixture for images of ``channels`` channels: K (1 + 2C + C(C-1)/2),
+    K = ``config.mixture_components``. Data that are not (C, H, W) images are a KlvaeError."""
+    _check_images(config.event_shape)
+    return config.mixture_components * _outputs_per_component(channels)
 
 
 class LogisticMixtureLikelihood(nn.Module):
@@ -258,16 +263,15 @@ class LogisticMixtureLikelihood(nn.Module):
 
     def __init__(self, event_shape: tuple[int, ...], components: int):
         super().__init__()
-        if len(event_shape) != 3:
-            raise KlvaeError(f"likelihood logistic-mixture needs images of shape (C, H, W); got data of shape "
-                             f"{tuple(event_shape)}; use --likelihood logistic")
+        _check_images(event_shape)
         self.channels, self.components = int(event_shape[0]), int(components)
         self.pairs = self.channels * (self.channels - 1) // 2
 
     def forward(self, out: torch.Tensor, event_ndims: int) -> Distribution:
         c, k, p = self.channels, self.components, self.pairs
-        if event_ndims != 3 or out.dim() < 3 or out.shape[-3] != k * (1 + 2 * c + p):
-            raise KlvaeError(f"the logistic-mixture likelihood reads (*S, {k * (1 + 2 * c + p)}, H, W) for "
+        width = k * _outputs_per_component(c)
+        if event_ndims != 3 or out.dim() < 3 or out.shape[-3] != width:
+            raise KlvaeError(f"the logistic-mixture likelihood reads (*S, {width}, H, W) for "
                              f"{k} components of {c} channels; got {tuple(out.shape)}")
         logits, loc, log_scale, coupling = at_least_float32(out).split([k, c * k, c * k, p * k], dim=-3)
         log_scale = torch.clamp(log_scale, min=LOG_SCALE_FLOOR)  # VDVAE's floor: scale >= e^-7
@@ -281,5 +285,5 @@ LIKELIHOODS.register("logistic", "discretised logistic per element (PixelCNN++),
 LIKELIHOODS.register("logistic-mixture", "mixture of discretised logistics per pixel with coupled channels "
                      "(PixelCNN++, VDVAE; --mixture-components), for 8-bit images in [0, 1]",
                      lambda event_shape, config: LogisticMixtureLikelihood(
-                         tuple(event_shape), getattr(config, "mixture_components", DEFAULT_COMPONENTS)),
+                         tuple(event_shape), config.mixture_components),
                      params=mixture_channels, data_range=(0.0, 1.0), bound=True, discrete=True)
